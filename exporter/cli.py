@@ -1,0 +1,179 @@
+"""Command line: run the exporter, check a config, probe once, or run the outage lab demo.
+
+    outage-exporter [--config.file F] [--web.listen-address ADDR] [--region R] [--log.level L]
+                    [--log.format logfmt|json] [--config.check]
+    outage-exporter probe --module M --target T [--region R] [--hostname H] [--config.file F]
+    outage-exporter demo [--scenario NAME] [--speed X] [--web.listen-address ADDR] [--list]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from exporter import __version__, logs
+from exporter.config import ConfigError
+
+DEFAULT_LISTEN = ":19115"  # blackbox_exporter uses 9115; the 9100-9999 range is fully allocated
+log = logging.getLogger("exporter")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` or ``:port`` (all interfaces) -> (host, port); raises ArgumentTypeError."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"invalid listen address {value!r} (expected host:port or :port)")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="info")
+    p.add_argument("--log.format", dest="log_format", choices=("logfmt", "json"), default="logfmt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="outage-exporter", description="Probe services per region over DNS, "
+                                "HTTP and TCP and export the results to Prometheus.")
+    p.add_argument("--version", action="version", version=f"outage-exporter {__version__}")
+    p.add_argument("--config.file", dest="config_file", default=None,
+                   help="YAML config (blackbox.yml modules + regions + services). Default: the embedded "
+                        "config probing a few public services.")
+    p.add_argument("--web.listen-address", dest="listen", type=parse_listen, default=DEFAULT_LISTEN,
+                   help=f"address to serve on (default {DEFAULT_LISTEN})")
+    p.add_argument("--region", default=None, help="this vantage point's region: names the implicit region, "
+                   "or restricts a multi-region config to one region")
+    p.add_argument("--config.check", dest="config_check", action="store_true",
+                   help="validate the config, print a summary or the error, and exit")
+    _common(p)
+    return p
+
+
+def build_probe_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="outage-exporter probe", description="Run one probe and print a verdict.")
+    p.add_argument("--module", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--region", default=None)
+    p.add_argument("--hostname", default=None, help="Host header and TLS SNI override")
+    p.add_argument("--timeout", type=float, default=None, help="seconds (default: module / config timeout)")
+    p.add_argument("--config.file", dest="config_file", default=None)
+    _common(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "probe":
+        return _probe_main(build_probe_parser().parse_args(args[1:]))
+    if args and args[0] == "demo":
+        from exporter.lab.demo import main as demo_main
+        return demo_main(args[1:])
+    ns = build_parser().parse_args(args)
+    logs.setup(ns.log_level, ns.log_format)
+    if ns.config_check:
+        return _check_main(ns)
+    try:
+        return asyncio.run(serve(ns.config_file, ns.listen, region=ns.region))
+    except ConfigError as exc:
+        print(f"outage-exporter: config error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _check_main(ns: argparse.Namespace) -> int:
+    from exporter.checks import expand
+    from exporter.config import load_config
+
+    try:
+        config = load_config(ns.config_file, default_region=ns.region)
+    except ConfigError as exc:
+        print(f"{ns.config_file or '<embedded>'}: {exc}", file=sys.stderr)
+        return 1
+    n = len(expand(config))
+    print(f"{config.source}: OK: {len(config.modules)} modules, {len(config.regions)} regions, "
+          f"{len(config.services)} services, {n} scheduled checks")
+    return 0
+
+
+async def serve(config_file: str | None, listen: tuple[str, int], *, region: str | None = None,
+                runtime=None, stop_event: asyncio.Event | None = None) -> int:
+    """Run the exporter until SIGINT/SIGTERM (or ``stop_event``). SIGHUP reloads the config."""
+    from aiohttp import web
+
+    from exporter.runtime import Runtime
+    from exporter.web.app import make_app
+
+    rt = runtime or Runtime(config_file, region=region)
+    await rt.start()
+    runner = web.AppRunner(make_app(rt), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, listen[0], listen[1], reuse_address=True)
+    await site.start()
+    log.info("listening", extra={"fields": {"address": f"{listen[0]}:{listen[1]}", "version": __version__}})
+    stop = stop_event or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(rt.reload()))
+    await stop.wait()
+    log.info("shutting down")
+    await rt.stop()
+    await runner.cleanup()
+    return 0
+
+
+def _probe_main(ns: argparse.Namespace) -> int:
+    logs.setup(ns.log_level, ns.log_format)
+    try:
+        return asyncio.run(_probe_once(ns))
+    except ConfigError as exc:
+        print(f"outage-exporter: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _probe_once(ns: argparse.Namespace) -> int:
+    from exporter.runtime import Runtime
+
+    rt = Runtime(ns.config_file, region=ns.region)
+    rt.config = rt.load()
+    module = rt.config.modules.get(ns.module)
+    if module is None:
+        known = ", ".join(sorted(rt.config.modules))
+        print(f"unknown module {ns.module!r} (known: {known})", file=sys.stderr)
+        return 2
+    try:
+        region = rt.region_named(ns.region)
+    except KeyError:
+        print(f"unknown region {ns.region!r}", file=sys.stderr)
+        return 2
+    timeout = ns.timeout or rt.probe_timeout(module, None)
+    check = rt.adhoc_check(module, ns.target, region=region, timeout=timeout, hostname=ns.hostname)
+    from exporter.probers import PROBERS
+    from exporter.scheduler import run_guarded
+
+    result = await run_guarded(PROBERS[module.prober], check)
+    print(format_verdict(check, result))
+    return 0 if result.success else 1
+
+
+def format_verdict(check, result) -> str:
+    verdict = "SUCCESS" if result.success else f"FAILURE ({result.reason})"
+    lines = [f"{verdict}: {check.module.prober} probe of {check.target}"
+             f"{' via ' + check.resolver if check.resolver else ''} from region {check.region} "
+             f"in {result.duration_seconds * 1000:.1f} ms"]
+    if result.phases:
+        lines.append("phases: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in result.phases.items()))
+    if result.details:
+        lines.append("details: " + ", ".join(f"{k}={v}" for k, v in result.details.items()))
+    lines.append("log:")
+    lines.extend("  " + line for line in result.log)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

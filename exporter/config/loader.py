@@ -1,0 +1,1228 @@
+"""Load and validate the configuration file (a superset of blackbox.yml) into the dataclasses of model.py.
+
+Validation approach
+    The text is parsed by a SafeLoader subclass that refuses duplicate mapping keys (plain PyYAML keeps
+    the last one silently). The resulting plain data is then read top-down by small functions, one per
+    schema mapping, each going through :class:`_Section`: a section knows its allowed keys, so an
+    unknown key fails at once with the allowed list and the closest match, and every value is converted
+    by a parser that receives the value and its YAML path (``services[2].checks[0].module``) and raises
+    :class:`ConfigError` naming that path. Loading stops at the first error. The order is fixed: unknown
+    top-level keys, then ``defaults``, ``modules``, ``regions``, ``services``; lists in file order and the
+    keys of each mapping in schema order, so a given file always reports the same error.
+
+    Everything a probe needs is converted here, once, never on the probe path: durations to seconds,
+    regexes compiled (body and ``expect`` regexes as bytes patterns), DNS type/class/rcode names checked
+    against dnspython, resolver addresses parsed with :func:`exporter.checks.parse_dns_server`.
+
+blackbox.yml keys
+    Module keys mirror blackbox_exporter (http, dns and tcp probers). Known blackbox keys fall in three
+    groups. Implemented ones are in model.py; the deprecated ``no_follow_redirects`` is read as the
+    inverse of ``follow_redirects``. Keys that only tune behaviour outage-exporter does not have are
+    accepted and ignored, with a debug log line: ``http.enable_http2`` (the HTTP prober speaks
+    HTTP/1.1), ``http.skip_resolve_phase_with_proxy``, ``query_response[].labels``. Keys whose silent
+    omission would change what is probed or how it authenticates (``oauth2``, ``authorization``,
+    ``body_file``, CEL body matchers, proxy environment settings, inline TLS keys, ``max_version`` ...)
+    are refused as not supported. Anything else is an unknown key. ``prober: icmp`` and ``grpc`` (or an
+    ``icmp:``/``grpc:`` section) are refused at the module's path.
+
+Regions and resolvers
+    ``system`` in a region's resolvers expands to the nameservers of resolv.conf (read once per load).
+    Each becomes its own Resolver: the first is named ``system``, the next ``system#2``, ``system#3``
+    and so on, because resolver names are label values and must be unique within a region.
+
+    One region may omit ``name``: it takes the local region name (``default_region``, else
+    :func:`default_region_name`). The embedded default config relies on this, so one file serves every
+    probing host. Without a ``regions:`` section there is one implicit local region using ``system``; if
+    resolv.conf is unusable and there are no services, that region simply has no resolvers, so a plain
+    blackbox.yml (modules only, used through ``/probe``) loads on any host.
+
+Checks
+    ``interval`` defaults to ``defaults.interval``. ``timeout`` defaults to ``defaults.timeout`` capped
+    at the check's interval; an explicit timeout longer than the interval is an error. A module's own
+    ``timeout`` stays on the module; :func:`exporter.checks.expand` uses the smaller of the two.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import importlib.resources
+import ipaddress
+import json
+import logging
+import os
+import re
+import socket
+import urllib.parse
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields, is_dataclass, replace
+from typing import Any, TypeVar
+
+import dns.exception
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import yaml
+
+from exporter import checks
+from exporter.config.durations import format_duration, parse_duration, parse_size
+from exporter.config.model import (
+    BasicAuth,
+    CheckConfig,
+    Config,
+    Defaults,
+    DNSProbe,
+    HeaderMatch,
+    HTTPProbe,
+    Module,
+    QueryResponse,
+    Region,
+    Resolver,
+    RRValidator,
+    Service,
+    TCPProbe,
+    TLSConfig,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Parser = Callable[[Any, str], T]
+
+PROBERS: tuple[str, ...] = ("dns", "http", "tcp")
+UNSUPPORTED_PROBERS: tuple[str, ...] = ("icmp", "grpc")
+SECRET = "<secret>"
+EMBEDDED_SOURCE = "<embedded>"
+DEFAULT_RESOLV_CONF = "/etc/resolv.conf"
+
+
+class ConfigError(Exception):
+    """A configuration problem, located by its YAML path (``""`` for problems with the file itself)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}" if path else problem)
+        self.path = path
+        self.problem = problem
+
+
+# --- Public entry points ---------------------------------------------------------------------------------
+
+
+def load_config(
+    path: str | os.PathLike[str] | None,
+    *,
+    default_region: str | None = None,
+    resolv_conf: str = DEFAULT_RESOLV_CONF,
+) -> Config:
+    """Load a config file; ``None`` loads the embedded default config (package data ``default.yaml``)."""
+    if path is None:
+        data = importlib.resources.files("exporter.config").joinpath("default.yaml").read_bytes()
+        source = EMBEDDED_SOURCE
+    else:
+        source = os.fspath(path)
+        try:
+            with open(source, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ConfigError("", f"cannot read config file {source}: {e.strerror or e}") from None
+    return _load_bytes(data, source, default_region, resolv_conf)
+
+
+def load_config_text(
+    text: str,
+    *,
+    source: str = "<string>",
+    default_region: str | None = None,
+    resolv_conf: str = DEFAULT_RESOLV_CONF,
+) -> Config:
+    """Load a config from a string (``source`` names it in messages and in ``Config.source``)."""
+    return _load_bytes(text.encode("utf-8"), source, default_region, resolv_conf)
+
+
+def default_region_name() -> str:
+    """The local region name: the short host name, lowercased, other than ``[a-z0-9-]`` turned to ``-``."""
+    try:
+        host = socket.gethostname()
+    except OSError:
+        host = ""
+    short = host.split(".", 1)[0].lower()
+    return re.sub(r"[^a-z0-9-]", "-", short).strip("-") or "local"
+
+
+def parse_resolv_conf(text: str) -> tuple[str, ...]:
+    """The ``nameserver`` addresses of a resolv.conf, in order. Invalid entries are skipped, as libc does."""
+    servers = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 2 or words[0] != "nameserver":
+            continue
+        try:
+            ipaddress.ip_address(words[1])
+        except ValueError:
+            continue
+        servers.append(words[1])
+    return tuple(servers)
+
+
+def system_resolvers(resolv_conf: str = DEFAULT_RESOLV_CONF) -> tuple[Resolver, ...]:
+    """The resolvers ``system`` stands for. Raises ValueError saying why when resolv.conf is unusable."""
+    try:
+        with open(resolv_conf, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read {resolv_conf}: {e.strerror or e}") from None
+    servers = parse_resolv_conf(text)
+    if not servers:
+        raise ValueError(f"no nameserver in {resolv_conf}")
+    return tuple(
+        Resolver(name="system" if i == 0 else f"system#{i + 1}", host=host, port=53)
+        for i, host in enumerate(servers)
+    )
+
+
+def _load_bytes(data: bytes, source: str, default_region: str | None, resolv_conf: str) -> Config:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError("", f"{source}: not valid UTF-8 (at byte {e.start})") from None
+    doc = _parse_yaml(text, source)
+    config = _build(doc, default_region or default_region_name(), _SystemResolvers(resolv_conf))
+    return replace(config, source=source, checksum=hashlib.sha256(data).hexdigest())
+
+
+# --- YAML ------------------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate mapping keys, naming their YAML path and lines."""
+
+    def load_checked(self) -> Any:
+        root = self.get_single_node()
+        if root is None:
+            return None
+        _reject_duplicate_keys(root, "", set())
+        return self.construct_document(root)
+
+
+def _reject_duplicate_keys(node: yaml.Node, path: str, visited: set[int]) -> None:
+    if id(node) in visited:  # aliases share nodes, and may even form cycles
+        return
+    visited.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _reject_duplicate_keys(item, _index(path, i), visited)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first: dict[str, yaml.Mark] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+            _reject_duplicate_keys(value_node, path, visited)
+            continue
+        key, mark = key_node.value, key_node.start_mark
+        child = _child(path, key)
+        if key in first:
+            raise ConfigError(child, f'duplicate key "{key}" (line {mark.line + 1}, '
+                                     f"first defined on line {first[key].line + 1})")
+        first[key] = mark
+        _reject_duplicate_keys(value_node, child, visited)
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    loader = _StrictLoader(text)
+    try:
+        return loader.load_checked()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = e.problem or e.context or "syntax error"
+        context = f" ({e.context})" if e.problem and e.context else ""
+        raise ConfigError("", f"{where}: invalid YAML: {problem}{context}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError("", f"{source}: invalid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError("", f"{source}: invalid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+# --- Paths, types and generic parsers --------------------------------------------------------------------
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _child(path: str, key: str) -> str:
+    if not _PLAIN_KEY.fullmatch(key):
+        return f"{path}[{json.dumps(key)}]"
+    return f"{path}.{key}" if path else key
+
+
+def _index(path: str, i: int) -> str:
+    return f"{path}[{i}]"
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    for t, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+                    (list, "a list"), (dict, "a mapping")):
+        if isinstance(value, t):
+            return name
+    return f"a {type(value).__name__}"
+
+
+def _expected(value: object, path: str, what: str) -> ConfigError:
+    return ConfigError(path, f"expected {what}, got {_kind(value)}")
+
+
+def _quoted(options: Iterable[str]) -> str:
+    return ", ".join(f'"{o}"' for o in options)
+
+
+def _str(v: Any, p: str) -> str:
+    if isinstance(v, str):
+        return v
+    hint = " (put it in quotes)" if isinstance(v, (bool, int, float)) else ""
+    raise ConfigError(p, f"expected a string, got {_kind(v)}{hint}")
+
+
+def _nonempty(v: Any, p: str) -> str:
+    s = _str(v, p)
+    if not s.strip():
+        raise ConfigError(p, "must not be empty")
+    return s
+
+
+def _name(v: Any, p: str) -> str:
+    s = _nonempty(v, p)
+    if s != s.strip():
+        raise ConfigError(p, f'"{s}" must not start or end with whitespace')
+    return s
+
+
+def _bool(v: Any, p: str) -> bool:
+    if isinstance(v, bool):
+        return v
+    raise _expected(v, p, "true or false")
+
+
+def _int(v: Any, p: str) -> int:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    raise _expected(v, p, "an integer")
+
+
+def _positive_int(v: Any, p: str) -> int:
+    n = _int(v, p)
+    if n < 1:
+        raise ConfigError(p, f"must be at least 1, got {n}")
+    return n
+
+
+def _number(v: Any, p: str) -> float:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    raise _expected(v, p, "a number")
+
+
+def _duration(v: Any, p: str) -> float:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        raise ConfigError(p, f'durations need a unit, e.g. "15s" (got {v})')
+    if not isinstance(v, str):
+        raise _expected(v, p, 'a duration such as "15s"')
+    try:
+        return parse_duration(v)
+    except ValueError as e:
+        raise ConfigError(p, str(e)) from None
+
+
+def _size(v: Any, p: str) -> int:
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v < 0:
+            raise ConfigError(p, f"must not be negative, got {v}")
+        return v
+    if not isinstance(v, str):
+        raise _expected(v, p, 'a size such as "10MB" or a number of bytes')
+    try:
+        return parse_size(v)
+    except ValueError as e:
+        raise ConfigError(p, str(e)) from None
+
+
+def _items(v: Any, p: str) -> list[Any]:
+    if isinstance(v, list):
+        return v
+    raise _expected(v, p, "a list")
+
+
+def _list_of(item: Parser[T]) -> Parser[tuple[T, ...]]:
+    def parse(v: Any, p: str) -> tuple[T, ...]:
+        return tuple(item(x, _index(p, i)) for i, x in enumerate(_items(v, p)))
+
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Parser[str]:
+    def parse(v: Any, p: str) -> str:
+        s = _str(v, p)
+        if s not in options:
+            raise ConfigError(p, f'invalid value "{s}" (allowed: {_quoted(options)})')
+        return s
+
+    return parse
+
+
+_ip_protocol = _choice(("ip4", "ip6"))
+
+
+def _regex(v: Any, p: str) -> re.Pattern[str]:
+    s = _str(v, p)
+    try:
+        return re.compile(s)
+    except re.error as e:
+        raise ConfigError(p, f'invalid regular expression "{s}": {e}') from None
+
+
+def _bytes_regex(v: Any, p: str) -> re.Pattern[bytes]:
+    s = _str(v, p)
+    try:
+        return re.compile(s.encode("utf-8"))
+    except re.error as e:
+        raise ConfigError(p, f'invalid regular expression "{s}": {e}') from None
+
+
+def _ip(v: Any, p: str) -> str:
+    s = _str(v, p)
+    try:
+        ipaddress.ip_address(s)
+    except ValueError:
+        raise ConfigError(p, f'invalid IP address "{s}"') from None
+    return s
+
+
+def _unknown_key(key: str, allowed: Iterable[str]) -> str:
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f'; did you mean "{close[0]}"?' if close else ""
+    return f'unknown key "{key}"{hint} (allowed: {", ".join(allowed)})'
+
+
+class _Section:
+    """One YAML mapping being read: keys checked up front, then typed values handed out with their paths.
+
+    ``ignored`` are known blackbox keys accepted without effect; ``unsupported`` are known blackbox keys
+    refused with a message saying so rather than "unknown key".
+    """
+
+    def __init__(self, raw: Any, path: str, keys: Iterable[str], *,
+                 ignored: Iterable[str] = (), unsupported: Iterable[str] = ()) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise _expected(raw, path, "a mapping")
+        self.raw: dict[str, Any] = raw
+        self.path = path
+        keys = tuple(keys)
+        for key in raw:
+            if not isinstance(key, str):
+                raise ConfigError(path, f"keys must be strings, got {_kind(key)} ({key!r})")
+            if key in keys:
+                continue
+            if key in unsupported:
+                raise ConfigError(self.path_of(key), f'blackbox_exporter option "{key}" '
+                                                     "is not supported by outage-exporter")
+            if key not in ignored:
+                raise ConfigError(self.path_of(key), _unknown_key(key, keys))
+            log.debug("%s: blackbox_exporter option accepted and ignored", self.path_of(key))
+
+    def path_of(self, key: str) -> str:
+        return _child(self.path, key)
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` has a value: ``key:`` with nothing after it means "use the default"."""
+        return self.raw.get(key) is not None
+
+    def get(self, key: str, parse: Parser[T], default: T) -> T:
+        value = self.raw.get(key)
+        return default if value is None else parse(value, self.path_of(key))
+
+    def require(self, key: str, parse: Parser[T]) -> T:
+        if not self.has(key):
+            raise ConfigError(self.path, f'missing required key "{key}"')
+        return parse(self.raw[key], self.path_of(key))
+
+
+class _Names:
+    """Rejects a name already used in the same scope, pointing at its first use."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.first: dict[str, str] = {}
+
+    def add(self, name: str, path: str) -> None:
+        if name in self.first:
+            raise ConfigError(path, f'duplicate {self.what} "{name}" (already used at {self.first[name]})')
+        self.first[name] = path
+
+
+# --- Modules ---------------------------------------------------------------------------------------------
+
+_MODULE_KEYS = ("prober", "timeout", "http", "dns", "tcp")
+
+_HTTP_KEYS = (
+    "valid_status_codes", "valid_http_versions", "method", "headers", "body", "fail_if_ssl",
+    "fail_if_not_ssl", "fail_if_body_matches_regexp", "fail_if_body_not_matches_regexp",
+    "fail_if_header_matches", "fail_if_header_not_matches", "follow_redirects", "no_follow_redirects",
+    "tls_config", "basic_auth", "bearer_token", "bearer_token_file", "proxy_url", "body_size_limit",
+    "compression", "preferred_ip_protocol", "ip_protocol_fallback",
+)
+_HTTP_IGNORED = ("enable_http2", "skip_resolve_phase_with_proxy")
+_HTTP_UNSUPPORTED = (
+    "body_file", "fail_if_body_json_matches_cel", "fail_if_body_json_not_matches_cel", "oauth2",
+    "authorization", "no_proxy", "proxy_from_environment", "proxy_connect_header", "http_headers",
+    "use_proxy_dns",
+)
+_TLS_KEYS = ("insecure_skip_verify", "ca_file", "cert_file", "key_file", "server_name", "min_version")
+_TLS_UNSUPPORTED = ("ca", "cert", "key", "ca_ref", "cert_ref", "key_ref", "max_version")
+_TLS_VERSIONS = ("TLS10", "TLS11", "TLS12", "TLS13")
+_BASIC_AUTH_KEYS = ("username", "password", "password_file")
+_BASIC_AUTH_UNSUPPORTED = ("username_file", "username_ref", "password_ref")
+_HEADER_MATCH_KEYS = ("header", "regexp", "allow_missing")
+_COMPRESSIONS = ("", "gzip", "br", "deflate", "identity")
+_DNS_KEYS = (
+    "query_name", "query_type", "query_class", "recursion_desired", "valid_rcodes", "transport_protocol",
+    "preferred_ip_protocol", "ip_protocol_fallback", "source_ip_address", "dns_over_tls", "tls_config",
+    "validate_answer_rrs", "validate_authority_rrs", "validate_additional_rrs",
+)
+_RR_KEYS = ("fail_if_matches_regexp", "fail_if_all_match_regexp", "fail_if_not_matches_regexp",
+            "fail_if_none_matches_regexp")
+_TCP_KEYS = ("tls", "tls_config", "query_response", "preferred_ip_protocol", "ip_protocol_fallback",
+             "source_ip_address")
+_QUERY_RESPONSE_KEYS = ("expect", "send", "starttls")
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: methods and header names
+_HTTP_VERSION = re.compile(r"HTTP/\d(\.\d)?")
+_HTTP = HTTPProbe()
+_DNS = DNSProbe()
+_TCP = TCPProbe()
+
+
+def _module(raw: Any, path: str, name: str) -> Module:
+    _refuse_unsupported_prober(raw, path)
+    s = _Section(raw, path, _MODULE_KEYS)
+    prober = s.require("prober", _prober)
+    timeout = s.get("timeout", _duration, None)
+    for other in PROBERS:
+        if other != prober and s.has(other):
+            raise ConfigError(s.path_of(other), f'section does not apply to prober "{prober}"')
+    parse = {"http": _http, "dns": _dns, "tcp": _tcp}[prober]
+    section = parse(s.raw.get(prober), s.path_of(prober))
+    return Module(name=name, prober=prober, timeout=timeout, **{prober: section})
+
+
+def _refuse_unsupported_prober(raw: Any, path: str) -> None:
+    if not isinstance(raw, dict):
+        return
+    named = raw.get("prober")
+    sections = [k for k in UNSUPPORTED_PROBERS if k in raw]
+    found = named if named in UNSUPPORTED_PROBERS else next(iter(sections), None)
+    if found:
+        raise ConfigError(path, f'prober "{found}" is not supported (supported: {", ".join(PROBERS)})')
+
+
+def _prober(v: Any, p: str) -> str:
+    s = _str(v, p)
+    if s not in PROBERS:
+        close = difflib.get_close_matches(s, PROBERS, n=1)
+        hint = f'; did you mean "{close[0]}"?' if close else ""
+        raise ConfigError(p, f'unknown prober "{s}"{hint} (supported: {", ".join(PROBERS)})')
+    return s
+
+
+def _http(raw: Any, path: str) -> HTTPProbe:
+    s = _Section(raw, path, _HTTP_KEYS, ignored=_HTTP_IGNORED, unsupported=_HTTP_UNSUPPORTED)
+    probe = HTTPProbe(
+        valid_status_codes=s.get("valid_status_codes", _list_of(_status_code), ()),
+        valid_http_versions=s.get("valid_http_versions", _list_of(_http_version), ()),
+        method=s.get("method", _method, _HTTP.method),
+        headers=s.get("headers", _headers, ()),
+        body=s.get("body", _str, None),
+        fail_if_ssl=s.get("fail_if_ssl", _bool, False),
+        fail_if_not_ssl=s.get("fail_if_not_ssl", _bool, False),
+        fail_if_body_matches_regexp=s.get("fail_if_body_matches_regexp", _list_of(_bytes_regex), ()),
+        fail_if_body_not_matches_regexp=s.get("fail_if_body_not_matches_regexp", _list_of(_bytes_regex), ()),
+        fail_if_header_matches=s.get("fail_if_header_matches", _list_of(_header_match), ()),
+        fail_if_header_not_matches=s.get("fail_if_header_not_matches", _list_of(_header_match), ()),
+        follow_redirects=_follow_redirects(s),
+        tls_config=s.get("tls_config", _tls_config, TLSConfig()),
+        basic_auth=s.get("basic_auth", _basic_auth, None),
+        bearer_token=s.get("bearer_token", _str, None),
+        bearer_token_file=s.get("bearer_token_file", _nonempty, None),
+        proxy_url=s.get("proxy_url", _proxy_url, None),
+        body_size_limit=s.get("body_size_limit", _size, 0),
+        compression=s.get("compression", _choice(_COMPRESSIONS), ""),
+        preferred_ip_protocol=s.get("preferred_ip_protocol", _ip_protocol, _HTTP.preferred_ip_protocol),
+        ip_protocol_fallback=s.get("ip_protocol_fallback", _bool, True),
+    )
+    _check_http(probe, s)
+    return probe
+
+
+def _check_http(probe: HTTPProbe, s: _Section) -> None:
+    """Rules that involve more than one key."""
+    if probe.fail_if_ssl and probe.fail_if_not_ssl:
+        raise ConfigError(s.path, "fail_if_ssl and fail_if_not_ssl cannot both be true")
+    if probe.bearer_token is not None and probe.bearer_token_file is not None:
+        raise ConfigError(s.path, "set bearer_token or bearer_token_file, not both")
+    if probe.basic_auth is not None and (probe.bearer_token is not None or probe.bearer_token_file):
+        raise ConfigError(s.path, "set basic_auth or a bearer token, not both")
+    for name, value in probe.headers:
+        if name.lower() == "accept-encoding" and probe.compression and not _accepts(value, probe.compression):
+            raise ConfigError(s.path_of("headers"), f'{name} "{value}" does not accept the configured '
+                                                    f'compression "{probe.compression}"')
+
+
+def _accepts(accept_encoding: str, coding: str) -> bool:
+    """Whether an Accept-Encoding value allows ``coding`` (itself or ``*``) with a non-zero quality."""
+    for item in accept_encoding.split(","):
+        name, _, params = item.partition(";")
+        if name.strip().lower() not in (coding, "*"):
+            continue
+        params = params.strip().replace(" ", "")
+        try:
+            quality = float(params[2:]) if params.startswith("q=") else 1.0
+        except ValueError:
+            quality = 0.0
+        if quality > 0:
+            return True
+    return False
+
+
+def _follow_redirects(s: _Section) -> bool:
+    if not s.has("no_follow_redirects"):
+        return s.get("follow_redirects", _bool, True)
+    if s.has("follow_redirects"):
+        raise ConfigError(s.path_of("no_follow_redirects"),
+                          "set follow_redirects or the deprecated no_follow_redirects, not both")
+    return not s.get("no_follow_redirects", _bool, False)
+
+
+def _status_code(v: Any, p: str) -> int:
+    code = _int(v, p)
+    if not 100 <= code <= 599:
+        raise ConfigError(p, f"HTTP status codes are 100..599, got {code}")
+    return code
+
+
+def _http_version(v: Any, p: str) -> str:
+    s = _str(v, p)
+    if not _HTTP_VERSION.fullmatch(s):
+        raise ConfigError(p, f'invalid HTTP version "{s}" (expected e.g. "HTTP/1.1" or "HTTP/2.0")')
+    return s
+
+
+def _method(v: Any, p: str) -> str:
+    s = _str(v, p)
+    if not _TOKEN.fullmatch(s):
+        raise ConfigError(p, f'invalid HTTP method "{s}"')
+    return s
+
+
+def _header_name(v: Any, p: str) -> str:
+    s = _str(v, p)
+    if not _TOKEN.fullmatch(s):
+        raise ConfigError(p, f'invalid HTTP header name "{s}"')
+    return s
+
+
+def _headers(v: Any, p: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(v, dict):
+        raise _expected(v, p, "a mapping of header names to values")
+    first: dict[str, str] = {}
+    out = []
+    for name, value in v.items():
+        name = _header_name(name, p)
+        hp = _child(p, name)
+        if name.lower() in first:
+            raise ConfigError(hp, f'duplicate header "{name}" (header names are case-insensitive; '
+                                  f'already set as "{first[name.lower()]}")')
+        first[name.lower()] = name
+        text = _str(value, hp)
+        if "\r" in text or "\n" in text:
+            raise ConfigError(hp, "header values must not contain line breaks")
+        out.append((name, text))
+    return tuple(out)
+
+
+def _header_match(raw: Any, path: str) -> HeaderMatch:
+    s = _Section(raw, path, _HEADER_MATCH_KEYS)
+    return HeaderMatch(
+        header=s.require("header", _header_name),
+        regexp=s.require("regexp", _regex),
+        allow_missing=s.get("allow_missing", _bool, False),
+    )
+
+
+def _tls_config(raw: Any, path: str) -> TLSConfig:
+    s = _Section(raw, path, _TLS_KEYS, unsupported=_TLS_UNSUPPORTED)
+    tls = TLSConfig(
+        insecure_skip_verify=s.get("insecure_skip_verify", _bool, False),
+        ca_file=s.get("ca_file", _nonempty, None),
+        cert_file=s.get("cert_file", _nonempty, None),
+        key_file=s.get("key_file", _nonempty, None),
+        server_name=s.get("server_name", _nonempty, None),
+        min_version=s.get("min_version", _choice(_TLS_VERSIONS), None),
+    )
+    if (tls.cert_file is None) != (tls.key_file is None):
+        raise ConfigError(path, "cert_file and key_file must be set together")
+    return tls
+
+
+def _basic_auth(raw: Any, path: str) -> BasicAuth:
+    s = _Section(raw, path, _BASIC_AUTH_KEYS, unsupported=_BASIC_AUTH_UNSUPPORTED)
+    auth = BasicAuth(
+        username=s.get("username", _str, ""),
+        password=s.get("password", _str, None),
+        password_file=s.get("password_file", _nonempty, None),
+    )
+    if auth.password is not None and auth.password_file is not None:
+        raise ConfigError(path, "set password or password_file, not both")
+    return auth
+
+
+def _proxy_url(v: Any, p: str) -> str:
+    s = _str(v, p)
+    if not _is_http_url(s):
+        raise ConfigError(p, f'invalid proxy_url "{_mask_url(s)}": expected an http:// or https:// URL')
+    return s
+
+
+def _is_http_url(text: str) -> bool:
+    if any(c.isspace() for c in text):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(text)
+        _ = parts.port  # raises ValueError for a malformed port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _dns(raw: Any, path: str) -> DNSProbe:
+    s = _Section(raw, path, _DNS_KEYS)
+    over_tls = s.get("dns_over_tls", _bool, False)
+    probe = DNSProbe(
+        query_name=s.get("query_name", _dns_name, ""),
+        query_type=s.get("query_type", _dns_enum(dns.rdatatype, "query type"), _DNS.query_type),
+        query_class=s.get("query_class", _dns_enum(dns.rdataclass, "query class"), _DNS.query_class),
+        recursion_desired=s.get("recursion_desired", _bool, True),
+        valid_rcodes=s.get("valid_rcodes", _list_of(_dns_enum(dns.rcode, "rcode")), ()) or _DNS.valid_rcodes,
+        transport_protocol=s.get("transport_protocol", _choice(("udp", "tcp")), "tcp" if over_tls else "udp"),
+        preferred_ip_protocol=s.get("preferred_ip_protocol", _ip_protocol, _DNS.preferred_ip_protocol),
+        ip_protocol_fallback=s.get("ip_protocol_fallback", _bool, True),
+        source_ip_address=s.get("source_ip_address", _ip, None),
+        dns_over_tls=over_tls,
+        tls_config=s.get("tls_config", _tls_config, TLSConfig()),
+        validate_answer_rrs=s.get("validate_answer_rrs", _rr_validator, RRValidator()),
+        validate_authority_rrs=s.get("validate_authority_rrs", _rr_validator, RRValidator()),
+        validate_additional_rrs=s.get("validate_additional_rrs", _rr_validator, RRValidator()),
+    )
+    if probe.dns_over_tls and probe.transport_protocol != "tcp":
+        raise ConfigError(s.path_of("transport_protocol"), 'dns_over_tls needs transport_protocol "tcp"')
+    return probe
+
+
+def _dns_name(v: Any, p: str) -> str:
+    s = _nonempty(v, p)
+    try:
+        dns.name.from_text(s)
+    except dns.exception.DNSException as e:
+        raise ConfigError(p, f'invalid DNS name "{s}": {e}') from None
+    return s
+
+
+def _dns_enum(module: Any, what: str) -> Parser[str]:
+    """A parser accepting the names a dnspython enum module knows (any case), returned in canonical form."""
+
+    def parse(v: Any, p: str) -> str:
+        s = _str(v, p)
+        try:
+            return module.to_text(module.from_text(s))
+        except (dns.exception.DNSException, ValueError):
+            raise ConfigError(p, f'unknown DNS {what} "{s}"') from None
+
+    return parse
+
+
+def _rr_validator(raw: Any, path: str) -> RRValidator:
+    s = _Section(raw, path, _RR_KEYS)
+    return RRValidator(**{key: s.get(key, _list_of(_regex), ()) for key in _RR_KEYS})
+
+
+def _tcp(raw: Any, path: str) -> TCPProbe:
+    s = _Section(raw, path, _TCP_KEYS)
+    return TCPProbe(
+        tls=s.get("tls", _bool, False),
+        tls_config=s.get("tls_config", _tls_config, TLSConfig()),
+        query_response=s.get("query_response", _list_of(_query_response), ()),
+        preferred_ip_protocol=s.get("preferred_ip_protocol", _ip_protocol, _TCP.preferred_ip_protocol),
+        ip_protocol_fallback=s.get("ip_protocol_fallback", _bool, True),
+        source_ip_address=s.get("source_ip_address", _ip, None),
+    )
+
+
+def _query_response(raw: Any, path: str) -> QueryResponse:
+    s = _Section(raw, path, _QUERY_RESPONSE_KEYS, ignored=("labels",))
+    step = QueryResponse(
+        expect=s.get("expect", _bytes_regex, None),
+        send=s.get("send", _str, None),
+        starttls=s.get("starttls", _bool, False),
+    )
+    if step == QueryResponse():
+        raise ConfigError(path, "needs at least one of expect, send, starttls")
+    return step
+
+
+def _modules(raw: Any, path: str) -> dict[str, Module]:
+    if not isinstance(raw, dict):
+        raise _expected(raw, path, "a mapping of module names to modules")
+    modules = {}
+    for name, body in raw.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(path, f"module names must be non-empty strings, got {_kind(name)} ({name!r})")
+        modules[name] = _module(body, _child(path, name), name)
+    return modules
+
+
+# --- Defaults and regions --------------------------------------------------------------------------------
+
+_TOP_KEYS = ("defaults", "modules", "regions", "services")
+_DEFAULTS_KEYS = ("interval", "timeout", "concurrency")
+_REGION_KEYS = ("name", "resolvers", "display_name", "latitude", "longitude")
+_DEFAULTS = Defaults()
+
+
+def _defaults(raw: Any, path: str) -> Defaults:
+    s = _Section(raw, path, _DEFAULTS_KEYS)
+    interval = s.get("interval", _duration, _DEFAULTS.interval)
+    return Defaults(
+        interval=interval,
+        timeout=_timeout_within(s, interval, _DEFAULTS.timeout),
+        concurrency=s.get("concurrency", _positive_int, _DEFAULTS.concurrency),
+    )
+
+
+def _timeout_within(s: _Section, interval: float, default: float) -> float:
+    """An explicit timeout must fit in the interval; an inherited one is capped at it."""
+    if not s.has("timeout"):
+        return min(default, interval)
+    timeout = s.get("timeout", _duration, default)
+    if timeout > interval:
+        raise ConfigError(s.path_of("timeout"), f"timeout ({format_duration(timeout)}) must not be longer "
+                                                f"than the interval ({format_duration(interval)})")
+    return timeout
+
+
+class _SystemResolvers:
+    """resolv.conf's nameservers for ``system``, read at most once per load, and only if used."""
+
+    def __init__(self, resolv_conf: str) -> None:
+        self.resolv_conf = resolv_conf
+
+    @functools.cached_property
+    def resolvers(self) -> tuple[Resolver, ...]:
+        return system_resolvers(self.resolv_conf)
+
+
+def _regions(raw: Any, path: str, local: str, system: _SystemResolvers) -> tuple[Region, ...]:
+    items = _items(raw, path)
+    if not items:
+        raise ConfigError(path, "must not be empty (leave regions out for one local region)")
+    names = _Names("region name")
+    unnamed: str | None = None
+    regions = []
+    for i, item in enumerate(items):
+        p = _index(path, i)
+        region, named = _region(item, p, local, system)
+        if not named:
+            if unnamed is not None:
+                raise ConfigError(p, f'only one region may leave out its name ({unnamed} already takes '
+                                     f'the local region name "{local}")')
+            unnamed = p
+        names.add(region.name, _child(p, "name") if named else p)
+        regions.append(region)
+    return tuple(regions)
+
+
+def _region(raw: Any, path: str, local: str, system: _SystemResolvers) -> tuple[Region, bool]:
+    s = _Section(raw, path, _REGION_KEYS)
+    name = s.get("name", _name, None)
+    region = Region(
+        name=name or local,
+        resolvers=s.require("resolvers", lambda v, p: _resolvers(v, p, system)),
+        display_name=s.get("display_name", _str, ""),
+        latitude=s.get("latitude", _coordinate(90), None),
+        longitude=s.get("longitude", _coordinate(180), None),
+    )
+    if (region.latitude is None) != (region.longitude is None):
+        raise ConfigError(path, "latitude and longitude must be set together")
+    return region, name is not None
+
+
+def _coordinate(limit: int) -> Parser[float]:
+    def parse(v: Any, p: str) -> float:
+        x = _number(v, p)
+        if not -limit <= x <= limit:
+            raise ConfigError(p, f"must be between -{limit} and {limit}, got {v}")
+        return x
+
+    return parse
+
+
+def _resolvers(raw: Any, path: str, system: _SystemResolvers) -> tuple[Resolver, ...]:
+    texts = _list_of(_str)(raw, path)
+    if not texts:
+        raise ConfigError(path, 'must not be empty (use "system" for the host\'s resolvers)')
+    names = _Names("resolver")
+    out: list[Resolver] = []
+    for i, text in enumerate(texts):
+        p = _index(path, i)
+        for resolver in _resolver(text, p, system):
+            names.add(resolver.name, p)
+            out.append(resolver)
+    return tuple(out)
+
+
+def _resolver(text: str, path: str, system: _SystemResolvers) -> tuple[Resolver, ...]:
+    if text.strip() == "system":
+        try:
+            return system.resolvers
+        except ValueError as e:
+            raise ConfigError(path, f'cannot use "system": {e}') from None
+    try:
+        return (checks.parse_dns_server(text),)
+    except ValueError as e:
+        raise ConfigError(path, str(e)) from None
+
+
+def _implicit_region(local: str, system: _SystemResolvers, needed: bool) -> Region:
+    """The one region of a config without ``regions:``; see the module docstring."""
+    try:
+        return Region(name=local, resolvers=system.resolvers)
+    except ValueError as e:
+        if needed:
+            raise ConfigError("regions", f'not set, so checks run in the local region "{local}" with the '
+                                         f'"system" resolver, which is unusable: {e}') from None
+        return Region(name=local, resolvers=())
+
+
+# --- Services and checks ---------------------------------------------------------------------------------
+
+_SERVICE_KEYS = ("name", "provider", "checks")
+_CHECK_KEYS = ("name", "module", "query_name", "targets", "target", "interval", "timeout", "control",
+               "regions")
+_TARGET_HINTS = {
+    "http": 'an http check needs targets (URLs such as "https://example.com/")',
+    "tcp": 'a tcp check needs targets (host:port such as "example.com:443")',
+}
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What checks may refer to."""
+
+    defaults: Defaults
+    modules: dict[str, Module]
+    regions: tuple[str, ...]
+
+
+def _services(raw: Any, path: str, scope: _Scope) -> tuple[Service, ...]:
+    names = _Names("service name")
+    return tuple(_service(item, _index(path, i), scope, names) for i, item in enumerate(_items(raw, path)))
+
+
+def _service(raw: Any, path: str, scope: _Scope, names: _Names) -> Service:
+    s = _Section(raw, path, _SERVICE_KEYS)
+    name = s.require("name", _name)
+    names.add(name, s.path_of("name"))
+    provider = s.get("provider", _name, name)
+    service_checks = s.require("checks", lambda v, p: _checks(v, p, name, scope))
+    return Service(name=name, provider=provider, checks=service_checks)
+
+
+def _checks(raw: Any, path: str, service: str, scope: _Scope) -> tuple[CheckConfig, ...]:
+    items = _items(raw, path)
+    if not items:
+        raise ConfigError(path, "must not be empty")
+    names = _Names("check name")
+    return tuple(_check(item, _index(path, i), service, scope, names) for i, item in enumerate(items))
+
+
+def _check(raw: Any, path: str, service: str, scope: _Scope, names: _Names) -> CheckConfig:
+    s = _Section(raw, path, _CHECK_KEYS)
+    name = s.require("name", _name)
+    names.add(name, s.path_of("name"))
+    module = s.require("module", lambda v, p: _check_module(v, p, f"{service}/{name}", scope.modules))
+    query_name = _check_query_name(s, module, scope.modules)
+    targets = _targets(s, module.prober)
+    interval = s.get("interval", _duration, scope.defaults.interval)
+    return CheckConfig(
+        name=name,
+        module=module,
+        targets=targets,
+        query_name=query_name,
+        interval=interval,
+        timeout=_timeout_within(s, interval, scope.defaults.timeout),
+        control=s.get("control", _bool, False),
+        regions=s.get("regions", lambda v, p: _region_refs(v, p, scope.regions), ()),
+    )
+
+
+def _check_module(v: Any, p: str, inline_name: str, modules: dict[str, Module]) -> Module:
+    if isinstance(v, str):
+        if v not in modules:
+            raise ConfigError(p, f'unknown module "{v}" (known: {", ".join(sorted(modules)) or "none"})')
+        return modules[v]
+    if isinstance(v, dict):
+        return _module(v, p, inline_name)
+    raise _expected(v, p, "a module name or a module mapping")
+
+
+def _check_query_name(s: _Section, module: Module, modules: dict[str, Module]) -> str | None:
+    query_name = s.get("query_name", _dns_name, None)
+    if module.prober != "dns":
+        if query_name is not None:
+            raise ConfigError(s.path_of("query_name"), f'only applies to dns checks (the module\'s prober '
+                                                       f'is "{module.prober}")')
+        return None
+    if query_name is None and not module.dns.query_name:
+        where = f'module "{module.name}"' if modules.get(module.name) == module else "the inline module"
+        raise ConfigError(s.path, f"a dns check needs a query_name: set one on the check or in {where}")
+    return query_name
+
+
+def _targets(s: _Section, prober: str) -> tuple[str, ...]:
+    if s.has("target"):
+        if s.has("targets"):
+            raise ConfigError(s.path_of("target"), 'set "target" or "targets", not both')
+        pairs = [(s.get("target", _str, ""), s.path_of("target"))]
+    else:
+        texts = s.get("targets", _list_of(_str), ())
+        pairs = [(t, _index(s.path_of("targets"), i)) for i, t in enumerate(texts)]
+        if s.has("targets") and not texts:
+            hint = " (leave it out to ask the region's resolvers)" if prober == "dns" else ""
+            raise ConfigError(s.path_of("targets"), f"must not be empty{hint}")
+    if not pairs and prober != "dns":
+        raise ConfigError(s.path, _TARGET_HINTS[prober])
+    seen = _Names("target")
+    for text, p in pairs:
+        _TARGET_CHECKS[prober](text, p)
+        seen.add(text, p)
+    return tuple(text for text, _ in pairs)
+
+
+def _http_target(text: str, p: str) -> None:
+    if not _is_http_url(text):
+        raise ConfigError(p, f'invalid http target "{_mask_url(text)}": expected an http:// or https:// URL')
+
+
+def _tcp_target(text: str, p: str) -> None:
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            host_ok = ipaddress.ip_address(host[1:-1]).version == 6
+        except ValueError:
+            host_ok = False
+    else:
+        host_ok = bool(host) and not any(c.isspace() or c in ":/[]@" for c in host)
+    if not (sep and host_ok and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(p, f'invalid tcp target "{text}": expected host:port, e.g. "example.com:443" '
+                             'or "[2001:db8::1]:443"')
+
+
+def _dns_target(text: str, p: str) -> None:
+    if text.strip() == "system":
+        raise ConfigError(p, "\"system\" cannot be a dns target (leave targets out to ask the region's "
+                             "resolvers, system included)")
+    try:
+        checks.parse_dns_server(text)
+    except ValueError as e:
+        raise ConfigError(p, str(e)) from None
+
+
+_TARGET_CHECKS: dict[str, Callable[[str, str], None]] = {
+    "http": _http_target, "tcp": _tcp_target, "dns": _dns_target,
+}
+
+
+def _region_refs(v: Any, p: str, known: tuple[str, ...]) -> tuple[str, ...]:
+    names = _list_of(_str)(v, p)
+    if not names:
+        raise ConfigError(p, "must not be empty (leave it out to run in every region)")
+    seen = _Names("region")
+    for i, name in enumerate(names):
+        ip = _index(p, i)
+        if name not in known:
+            raise ConfigError(ip, f'unknown region "{name}" (known: {", ".join(sorted(known))})')
+        seen.add(name, ip)
+    return names
+
+
+# --- The whole document ----------------------------------------------------------------------------------
+
+
+def _build(doc: Any, local: str, system: _SystemResolvers) -> Config:
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError("", f"the configuration must be a mapping (keys: {', '.join(_TOP_KEYS)}), "
+                              f"got {_kind(doc)}")
+    top = _Section(doc, "", _TOP_KEYS)
+    defaults = top.get("defaults", _defaults, _DEFAULTS)
+    modules = top.get("modules", _modules, {})
+    if top.has("regions"):
+        regions = _regions(doc["regions"], "regions", local, system)
+    else:
+        regions = (_implicit_region(local, system, needed=bool(doc.get("services"))),)
+    scope = _Scope(defaults, modules, tuple(r.name for r in regions))
+    services = top.get("services", lambda v, p: _services(v, p, scope), ())
+    return Config(defaults=defaults, modules=modules, regions=regions, services=services)
+
+
+# --- Dumping ---------------------------------------------------------------------------------------------
+
+_SECRET_FIELDS = frozenset({"password", "bearer_token"})
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_SECRET_HEADER_WORDS = ("token", "secret", "password", "apikey", "api-key")
+_OMITTED_WHEN_DEFAULT = {TLSConfig: TLSConfig(), RRValidator: RRValidator()}
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#]*@")  # scheme://user:password@
+
+
+def dump_config(config: Config) -> str:
+    """The effective config as YAML, secrets shown as ``<secret>``: for ``/config`` and debug output.
+
+    It loads back to the same config (secrets aside); ``system`` resolvers are folded back into one
+    ``system`` entry, and the addresses they stand for are listed in a comment. Empty sections are left
+    out, so ``dump_config(Config(modules={name: module}))`` shows just that module.
+    """
+    doc: dict[str, Any] = {
+        "defaults": {
+            "interval": format_duration(config.defaults.interval),
+            "timeout": format_duration(config.defaults.timeout),
+            "concurrency": config.defaults.concurrency,
+        },
+    }
+    if config.modules:
+        doc["modules"] = {name: _module_doc(module) for name, module in config.modules.items()}
+    if config.regions:
+        doc["regions"] = [_region_doc(region) for region in config.regions]
+    if config.services:
+        doc["services"] = [_service_doc(service, config.modules) for service in config.services]
+    header = [f"# Secrets are shown as {SECRET}."]
+    if config.checksum:  # loaded from a file or string, not assembled in code
+        header.insert(0, f"# Effective configuration from {config.source} (sha256 {config.checksum})")
+    for region in config.regions:
+        system = [r for r in region.resolvers if _is_system(r)]
+        if system:
+            listed = ", ".join(f"{r.name} = {_address(r)}" for r in system)
+            header.append(f"# Region {region.name}: {listed}")
+    body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
+    return "\n".join(header) + "\n" + body
+
+
+def _is_system(resolver: Resolver) -> bool:
+    return resolver.name == "system" or resolver.name.startswith("system#")
+
+
+def _address(resolver: Resolver) -> str:
+    host = f"[{resolver.host}]" if ":" in resolver.host else resolver.host
+    return f"{'tls://' if resolver.tls else ''}{host}:{resolver.port}"
+
+
+def _module_doc(module: Module) -> dict[str, Any]:
+    doc: dict[str, Any] = {"prober": module.prober}
+    if module.timeout is not None:
+        doc["timeout"] = format_duration(module.timeout)
+    doc[module.prober] = _plain(getattr(module, module.prober))
+    return doc
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, tuples and patterns as YAML-ready data; unset and default-valued parts left out."""
+    if isinstance(value, re.Pattern):
+        pattern = value.pattern
+        return pattern.decode("utf-8", "backslashreplace") if isinstance(pattern, bytes) else pattern
+    if is_dataclass(value):
+        out = {}
+        for f in fields(value):
+            v = getattr(value, f.name)
+            if v is None or v == () or v == "" or _OMITTED_WHEN_DEFAULT.get(type(v), ...) == v:
+                continue
+            out[f.name] = _field_doc(f.name, v)
+        return out
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _field_doc(name: str, value: Any) -> Any:
+    if name in _SECRET_FIELDS:
+        return SECRET
+    if name == "headers":
+        return {k: SECRET if _is_secret_header(k) else v for k, v in value}
+    if name == "proxy_url":
+        return _mask_url(value)
+    return _plain(value)
+
+
+def _is_secret_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in _SECRET_HEADERS or any(word in lowered for word in _SECRET_HEADER_WORDS)
+
+
+def _mask_url(url: str) -> str:
+    """``url`` with the password of its userinfo (``user:pass@``) replaced by ``<secret>``.
+
+    A pattern rather than urlsplit, so that malformed URLs quoted in error messages are masked too.
+    """
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{SECRET}@", url, count=1)
+
+
+def _region_doc(region: Region) -> dict[str, Any]:
+    resolvers: list[str] = []
+    for r in region.resolvers:
+        text = "system" if _is_system(r) else r.name
+        if text not in resolvers:
+            resolvers.append(text)
+    doc: dict[str, Any] = {"name": region.name, "resolvers": resolvers}
+    if region.display_name:
+        doc["display_name"] = region.display_name
+    if region.latitude is not None:
+        doc["latitude"] = region.latitude
+        doc["longitude"] = region.longitude
+    return doc
+
+
+def _service_doc(service: Service, modules: dict[str, Module]) -> dict[str, Any]:
+    return {
+        "name": service.name,
+        "provider": service.provider,
+        "checks": [_check_doc(cc, modules) for cc in service.checks],
+    }
+
+
+def _check_doc(cc: CheckConfig, modules: dict[str, Module]) -> dict[str, Any]:
+    named = modules.get(cc.module.name) == cc.module
+    doc: dict[str, Any] = {"name": cc.name, "module": cc.module.name if named else _module_doc(cc.module)}
+    if cc.query_name:
+        doc["query_name"] = cc.query_name
+    if cc.targets:
+        doc["targets"] = [_mask_url(t) for t in cc.targets]
+    doc["interval"] = format_duration(cc.interval)
+    doc["timeout"] = format_duration(cc.timeout)
+    doc["control"] = cc.control
+    if cc.regions:
+        doc["regions"] = list(cc.regions)
+    return doc

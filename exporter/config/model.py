@@ -1,0 +1,180 @@
+"""Typed, validated configuration. The loader (loader.py) builds these from YAML; nothing else parses YAML.
+
+Module dataclasses follow blackbox_exporter's blackbox.yml keys (snake_case, same defaults except where
+noted) so an existing blackbox.yml with http/dns/tcp modules loads unchanged. Regexes are compiled and
+durations converted to seconds at load time, never on the probe path.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+IpProtocol = Literal["ip4", "ip6"]
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    insecure_skip_verify: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    min_version: str | None = None  # "TLS10" | "TLS11" | "TLS12" | "TLS13"
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth:
+    username: str
+    password: str | None = None
+    password_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatch:
+    header: str
+    regexp: re.Pattern[str]
+    allow_missing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPProbe:
+    valid_status_codes: tuple[int, ...] = ()  # empty = any 2xx
+    valid_http_versions: tuple[str, ...] = ()  # e.g. ("HTTP/1.1", "HTTP/2.0"); empty = any
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str | None = None
+    fail_if_ssl: bool = False
+    fail_if_not_ssl: bool = False
+    fail_if_body_matches_regexp: tuple[re.Pattern[bytes], ...] = ()
+    fail_if_body_not_matches_regexp: tuple[re.Pattern[bytes], ...] = ()
+    fail_if_header_matches: tuple[HeaderMatch, ...] = ()
+    fail_if_header_not_matches: tuple[HeaderMatch, ...] = ()
+    follow_redirects: bool = True  # at most MAX_REDIRECTS hops
+    tls_config: TLSConfig = field(default_factory=TLSConfig)
+    basic_auth: BasicAuth | None = None
+    bearer_token: str | None = None
+    bearer_token_file: str | None = None
+    proxy_url: str | None = None
+    body_size_limit: int = 0  # bytes; 0 = unlimited (capped by MAX_BODY_BYTES for safety)
+    compression: str = ""  # "", "gzip", "br", "deflate", "identity": sent as Accept-Encoding
+    preferred_ip_protocol: IpProtocol = "ip4"  # blackbox defaults to ip6; we default to ip4 (documented)
+    ip_protocol_fallback: bool = True
+
+
+MAX_REDIRECTS = 10
+MAX_BODY_BYTES = 10 * 1024 * 1024  # hard ceiling when body_size_limit is 0
+
+
+@dataclass(frozen=True, slots=True)
+class RRValidator:
+    fail_if_matches_regexp: tuple[re.Pattern[str], ...] = ()
+    fail_if_all_match_regexp: tuple[re.Pattern[str], ...] = ()
+    fail_if_not_matches_regexp: tuple[re.Pattern[str], ...] = ()
+    fail_if_none_matches_regexp: tuple[re.Pattern[str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DNSProbe:
+    query_name: str = ""  # required for /probe; a scheduled check may supply it instead
+    query_type: str = "ANY"
+    query_class: str = "IN"
+    recursion_desired: bool = True
+    valid_rcodes: tuple[str, ...] = ("NOERROR",)
+    transport_protocol: Literal["udp", "tcp"] = "udp"
+    preferred_ip_protocol: IpProtocol = "ip4"
+    ip_protocol_fallback: bool = True
+    source_ip_address: str | None = None
+    dns_over_tls: bool = False
+    tls_config: TLSConfig = field(default_factory=TLSConfig)
+    validate_answer_rrs: RRValidator = field(default_factory=RRValidator)
+    validate_authority_rrs: RRValidator = field(default_factory=RRValidator)
+    validate_additional_rrs: RRValidator = field(default_factory=RRValidator)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResponse:
+    expect: re.Pattern[bytes] | None = None
+    send: str | None = None
+    starttls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TCPProbe:
+    tls: bool = False
+    tls_config: TLSConfig = field(default_factory=TLSConfig)
+    query_response: tuple[QueryResponse, ...] = ()
+    preferred_ip_protocol: IpProtocol = "ip4"
+    ip_protocol_fallback: bool = True
+    source_ip_address: str | None = None
+
+
+ProberName = Literal["http", "dns", "tcp"]
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    name: str
+    prober: ProberName
+    timeout: float | None = None  # seconds; None = the check's / default timeout
+    http: HTTPProbe = field(default_factory=HTTPProbe)
+    dns: DNSProbe = field(default_factory=DNSProbe)
+    tcp: TCPProbe = field(default_factory=TCPProbe)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolver:
+    """A DNS server a region asks. ``name`` is the label value and the text from the config."""
+
+    name: str  # "1.1.1.1", "127.0.0.1:5353", "system", "tls://9.9.9.9"
+    host: str  # IP literal
+    port: int = 53
+    tls: bool = False  # DNS-over-TLS
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    name: str
+    resolvers: tuple[Resolver, ...]
+    display_name: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckConfig:
+    """One entry under ``services[].checks``: a module applied to one or more targets in some regions."""
+
+    name: str
+    module: Module
+    targets: tuple[str, ...] = ()  # for dns with no targets: the region's resolvers are asked
+    query_name: str | None = None  # dns: overrides module.dns.query_name
+    interval: float = 15.0
+    timeout: float = 10.0
+    control: bool = False
+    regions: tuple[str, ...] = ()  # empty = every region
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    provider: str  # defaults to the service name
+    checks: tuple[CheckConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    interval: float = 15.0
+    timeout: float = 10.0
+    concurrency: int = 256  # probes in flight at once, across all checks
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    defaults: Defaults = field(default_factory=Defaults)
+    modules: dict[str, Module] = field(default_factory=dict)
+    regions: tuple[Region, ...] = ()
+    services: tuple[Service, ...] = ()
+    source: str = "<embedded>"  # file path the config came from, for messages
+    checksum: str = ""  # sha256 of the raw bytes: a reload with the same checksum is a no-op

@@ -1,0 +1,230 @@
+"""One DNS exchange with one server, bounded by a deadline: UDP with TCP retry on truncation, TCP, or TLS.
+
+Shared by the DNS prober and the name-resolution helper so both classify failures the same way. The
+translation from dnspython / socket exceptions to failure reasons happens here and only here.
+
+For TCP and TLS the connection is opened here rather than inside dnspython, so the time to connect (and,
+for TLS, to finish the handshake) is reported as its own ``connect`` phase, as blackbox_exporter does;
+``request`` is the rest of the exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+import dns.asyncbackend
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.inet
+import dns.message
+import dns.query
+import dns.rcode
+
+from exporter.config.model import Resolver, TLSConfig
+from exporter.probers import result as r
+from exporter.probers import tlsutil
+from exporter.probers.errors import reason_for_exception
+from exporter.probers.result import ProbeLog
+from exporter.probers.tlsutil import TLSInfo
+
+DOT_ALPN = ("dot",)  # RFC 7858 ALPN id for DNS-over-TLS
+_QR, _TC = int(dns.flags.QR), int(dns.flags.TC)  # plain ints: flag enums are slow on the hot path
+
+
+@dataclass(slots=True)
+class Exchange:
+    response: dns.message.Message | None = None
+    reason: str | None = None  # set when no usable response arrived
+    error: str = ""  # human detail for logs
+    transport: str = "udp"  # transport that produced the final answer (or failed last)
+    truncated: bool = False
+    phases: dict[str, float] = field(default_factory=dict)  # connect (tcp/tls), request
+    wire: bytes = b""  # the raw UDP answer (see exchange(parse=False))
+    tls: TLSInfo | None = None  # DNS-over-TLS: what the handshake told us
+
+
+def rcode_reason(rcode: int) -> str | None:
+    """Failure reason for a response rcode, or None for NOERROR."""
+    if rcode == dns.rcode.NOERROR:
+        return None
+    return {
+        dns.rcode.NXDOMAIN: r.DNS_NXDOMAIN,
+        dns.rcode.SERVFAIL: r.DNS_SERVFAIL,
+        dns.rcode.REFUSED: r.DNS_REFUSED,
+    }.get(rcode, r.DNS_RCODE)
+
+
+async def exchange(
+    query: dns.message.Message,
+    server: Resolver,
+    *,
+    transport: str,
+    deadline: float,
+    log: ProbeLog,
+    tls_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    source: str | None = None,
+    parse: bool = True,
+) -> Exchange:
+    """Send ``query`` to ``server`` and return what came back. Never raises for network trouble.
+
+    ``source`` binds the local address (blackbox's ``source_ip_address``). With ``parse=False`` an
+    untruncated UDP answer is handed back as raw ``wire`` (header checked: our id, QR set) and parsing is
+    left to the caller, which may read what it needs more cheaply and call :func:`decode` otherwise.
+    """
+    loop = asyncio.get_running_loop()
+    ex = Exchange(transport="tls" if server.tls else transport)
+    start = loop.time()
+    try:
+        if server.tls or transport == "tcp":
+            ex.response = await _stream(ex, query, server, deadline, tls_context, server_hostname, source)
+        else:
+            ex.wire = await _udp(query, server, deadline, source)
+            if _flags(ex.wire) & _TC:
+                ex.wire, ex.truncated, ex.transport = b"", True, "tcp"
+                log(loop.time(), f"truncated UDP answer from {server.name}, retrying over TCP")
+                ex.response = await _stream(ex, query, server, deadline, None, None, source)
+            elif parse:
+                ex.response = _from_wire(ex.wire, query)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a reason
+        _failed(ex, exc, server, log)
+    ex.phases[r.PHASE_REQUEST] = loop.time() - start - ex.phases.get(r.PHASE_CONNECT, 0.0)
+    return ex
+
+
+def decode(ex: Exchange, query: dns.message.Message, log: ProbeLog) -> dns.message.Message | None:
+    """Parse ``ex.wire`` (from ``exchange(parse=False)``) into ``ex.response``; on garbage set the reason."""
+    if ex.response is None and ex.wire:
+        try:
+            ex.response = _from_wire(ex.wire, query)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reason
+            _failed(ex, exc, None, log)
+    return ex.response
+
+
+def _failed(ex: Exchange, exc: Exception, server: Resolver | None, log: ProbeLog) -> None:
+    ex.reason = reason_for_exception(exc, dns_context=True)
+    ex.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    where = f"query to {server.name} over {ex.transport}" if server else f"answer over {ex.transport}"
+    log(asyncio.get_running_loop().time(), f"{where} failed: {ex.error} -> {ex.reason}")
+
+
+def _from_wire(wire: bytes, query: dns.message.Message) -> dns.message.Message:
+    response = dns.message.from_wire(wire, keyring=query.keyring, request_mac=query.mac)
+    if not query.is_response(response):
+        raise dns.query.BadResponse("the answer does not match the question")
+    return response
+
+
+def _flags(wire: bytes) -> int:
+    return int.from_bytes(wire[2:4], "big")
+
+
+async def _udp(query: dns.message.Message, server: Resolver, deadline: float, source: str | None) -> bytes:
+    """One datagram out, the first datagram back from the server, on a fresh socket and source port.
+
+    The socket is connected, as Go's resolver and blackbox's are: the kernel drops datagrams from other
+    addresses, and an ICMP port-unreachable shows up as ``ConnectionRefusedError`` instead of a timeout.
+    This path is done by hand rather than through dnspython because probes run by the thousand and it
+    is several times cheaper in CPU.
+    """
+    loop = asyncio.get_running_loop()
+    _left(deadline, loop)
+    wire = query.to_wire()
+    sock = socket.socket(socket.AF_INET6 if ":" in server.host else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if source:
+            sock.bind((source, 0))
+        sock.connect((server.host, server.port))
+        try:
+            sock.send(wire)
+        except BlockingIOError:
+            await loop.sock_sendall(sock, wire)
+        data = await _recv(loop, sock, deadline)
+    finally:
+        sock.close()
+    if len(data) < 12:
+        raise dns.message.ShortHeader("the answer is shorter than a DNS header")
+    if int.from_bytes(data[:2], "big") != query.id or not _flags(data) & _QR:
+        raise dns.query.BadResponse("the answer does not match the question (id or QR flag)")
+    return data
+
+
+async def _recv(loop: asyncio.AbstractEventLoop, sock: socket.socket, deadline: float) -> bytes:
+    """The next datagram on ``sock``, or a DNS timeout at ``deadline``: one future and one timer, no task."""
+    fut: asyncio.Future[bytes] = loop.create_future()
+    waited = max(0.0, deadline - loop.time())
+
+    def readable() -> None:
+        if fut.done():
+            return
+        try:
+            fut.set_result(sock.recv(65535))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            fut.set_exception(exc)
+
+    def expired() -> None:
+        if not fut.done():
+            fut.set_exception(dns.exception.Timeout(timeout=waited))
+
+    fd = sock.fileno()
+    loop.add_reader(fd, readable)
+    timer = loop.call_at(deadline, expired)
+    try:
+        return await fut
+    finally:
+        timer.cancel()
+        loop.remove_reader(fd)
+
+
+async def _stream(
+    ex: Exchange,
+    query: dns.message.Message,
+    server: Resolver,
+    deadline: float,
+    tls_context: ssl.SSLContext | None,
+    server_hostname: str | None,
+    source: str | None,
+) -> dns.message.Message:
+    """Connect (TCP, or TLS when the server asks for it), time that as ``connect``, then exchange."""
+    loop = asyncio.get_running_loop()
+    use_tls = server.tls
+    if use_tls and tls_context is None:
+        tls_context = tlsutil.client_context(TLSConfig(), alpn=DOT_ALPN)
+    af = dns.inet.af_for_address(server.host)
+    local = (source, 0) if source else None
+    t0 = loop.time()
+    sock = await dns.asyncbackend.get_default_backend().make_socket(
+        af, socket.SOCK_STREAM, 0, local, (server.host, server.port), _left(deadline, loop),
+        tls_context if use_tls else None, (server_hostname or server.host) if use_tls else None)
+    ex.phases[r.PHASE_CONNECT] = ex.phases.get(r.PHASE_CONNECT, 0.0) + loop.time() - t0
+    try:
+        if use_tls:
+            ex.tls = _tls_info(sock)
+            return await dns.asyncquery.tls(query, server.host, timeout=_left(deadline, loop),
+                                            port=server.port, sock=sock)
+        return await dns.asyncquery.tcp(query, server.host, timeout=_left(deadline, loop),
+                                        port=server.port, sock=sock)
+    finally:
+        await sock.close()
+
+
+def _tls_info(sock: object) -> TLSInfo | None:
+    """Version and certificate expiry of a dnspython asyncio TLS stream (None on other backends)."""
+    writer = getattr(sock, "writer", None)
+    ssl_object = writer.get_extra_info("ssl_object") if writer is not None else None
+    return tlsutil.tls_info(ssl_object) if ssl_object is not None else None
+
+
+def _left(deadline: float, loop: asyncio.AbstractEventLoop) -> float:
+    left = deadline - loop.time()
+    if left <= 0:
+        raise dns.exception.Timeout()
+    return left

@@ -1,0 +1,513 @@
+"""HTTP prober: blackbox_exporter's http module semantics on aiohttp, with a DNS path we control.
+
+Per hop (the first request and every redirect followed): resolve the URL host through the check's
+resolvers (fresh each time), connect to the first address ourselves, do the TLS handshake ourselves
+(SNI and certificate name = the hostname), then hand the open connection to aiohttp, which writes the
+request and parses the response. Doing the connection ourselves gives exact connect and tls phases and
+keeps aiohttp's resolver and DNS cache out of the picture. Phases are summed over hops, like blackbox.
+
+Phases: resolve (only when a name was looked up), connect, tls, processing (connection ready -> response
+headers, as blackbox's got-connection -> first byte), transfer (body). Through a ``proxy_url`` aiohttp
+connects to the proxy itself; connect then covers the proxy connection and any tunnel and TLS set-up,
+and tls is absent.
+
+Where this differs from blackbox: only HTTP/1.x is spoken (aiohttp has no HTTP/2 client);
+``body_size_limit`` counts the decoded body, as aiohttp decompresses while reading; credentials
+(basic_auth, bearer tokens, an Authorization header) are not sent to another origin a redirect points at.
+
+One aiohttp session per event loop is shared by all probes; it never reuses a connection (a probe must
+see a fresh connect) and keeps no cookies. Everything derivable from the module config is prepared once
+per :class:`HTTPProbe` (``_prepare``) or per :class:`TLSConfig` (``tlsutil.client_context``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import os
+import ssl
+import weakref
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from exporter import __version__
+from exporter.checks import Check
+from exporter.config.model import MAX_BODY_BYTES, MAX_REDIRECTS, HTTPProbe
+from exporter.probers import result as r
+from exporter.probers import tlsutil
+from exporter.probers.resolve import ip_literal
+from exporter.probers.result import ProbeResult
+from exporter.probers.tcp import (
+    SSL_SHUTDOWN_TIMEOUT,
+    Attempt,
+    ProbeFailure,
+    handshake_timeout,
+    tls_context,
+)
+
+USER_AGENT = f"outage-exporter/{__version__}"
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_CHUNK = 64 * 1024
+MAX_HEADER_LINE = 64 * 1024  # aiohttp's 8 KiB default rejects real sites with long CSP / cookie headers
+
+
+# --- The shared session and the connection hand-off --------------------------------------------------------
+class _HopConnection:
+    """What the connector should use for the request being sent in the current task."""
+
+    __slots__ = ("protocol", "on_connected")
+
+    def __init__(self, protocol: ResponseHandler | None,
+                 on_connected: Callable[[ResponseHandler], None] | None = None) -> None:
+        self.protocol = protocol  # a connection the probe opened, or None to let aiohttp connect (proxy)
+        self.on_connected = on_connected
+
+
+_HOP: ContextVar[_HopConnection | None] = ContextVar("outage_exporter_http_hop", default=None)
+
+
+class _ProbeConnector(aiohttp.TCPConnector):
+    """Returns the connection the probe opened (found in a context variable of the probe's task)."""
+
+    async def _create_connection(self, req, traces, timeout):  # type: ignore[no-untyped-def]
+        hop = _HOP.get()
+        if hop is not None and hop.protocol is not None:
+            return hop.protocol
+        protocol = await super()._create_connection(req, traces, timeout)
+        if hop is not None and hop.on_connected is not None:
+            hop.on_connected(protocol)
+        return protocol
+
+
+_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary())
+
+
+def _session() -> aiohttp.ClientSession:
+    loop = asyncio.get_running_loop()
+    session = _SESSIONS.get(loop)
+    if session is None or session.closed:
+        connector = _ProbeConnector(force_close=True, limit=0, use_dns_cache=False)
+        session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                        timeout=aiohttp.ClientTimeout(total=None), trust_env=False,
+                                        max_line_size=MAX_HEADER_LINE, max_field_size=MAX_HEADER_LINE)
+        _SESSIONS[loop] = session
+    return session
+
+
+async def close() -> None:
+    """Close the running loop's shared session (call at shutdown; the next probe opens a new one)."""
+    session = _SESSIONS.pop(asyncio.get_running_loop(), None)
+    if session is not None:
+        await session.close()
+
+
+# --- Config-derived, computed once per HTTPProbe ---------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    headers: tuple[tuple[str, str], ...]  # static request headers, without Host
+    cross_origin_headers: tuple[tuple[str, str], ...]  # the same minus any Authorization
+    host_header: str | None  # a Host header from the module's headers
+    authorization: str | None  # from basic_auth / bearer_token when no file is involved
+    user_authorization: bool  # the module sets Authorization itself: add none of ours
+    body: bytes | None
+    valid_text: str  # "2xx" or "200, 301", for logs
+    limit: int  # body bytes accepted
+    keep_body: bool  # body regexes need the body; otherwise bytes are only counted
+
+
+@functools.lru_cache(maxsize=256)
+def _prepare(cfg: HTTPProbe) -> _Prepared:
+    names = {name.lower() for name, _ in cfg.headers}
+    headers: list[tuple[str, str]] = []
+    if "user-agent" not in names:
+        headers.append(("User-Agent", USER_AGENT))
+    if cfg.compression and "accept-encoding" not in names:
+        headers.append(("Accept-Encoding", cfg.compression))
+    if "connection" not in names:
+        headers.append(("Connection", "close"))
+    host_header = None
+    for name, value in cfg.headers:
+        if name.lower() == "host":
+            host_header = value
+        else:
+            headers.append((name, value))
+    static_auth = None
+    if cfg.basic_auth is not None and cfg.basic_auth.password_file is None:
+        static_auth = _basic(cfg.basic_auth.username, cfg.basic_auth.password or "")
+    elif cfg.basic_auth is None and cfg.bearer_token:
+        static_auth = f"Bearer {cfg.bearer_token}"
+    return _Prepared(
+        headers=tuple(headers),
+        cross_origin_headers=tuple(h for h in headers if h[0].lower() != "authorization"),
+        host_header=host_header,
+        authorization=static_auth,
+        user_authorization="authorization" in names,
+        body=cfg.body.encode() if cfg.body is not None else None,
+        valid_text=", ".join(map(str, cfg.valid_status_codes)) or "2xx",
+        limit=cfg.body_size_limit or MAX_BODY_BYTES,
+        keep_body=bool(cfg.fail_if_body_matches_regexp or cfg.fail_if_body_not_matches_regexp),
+    )
+
+
+def _basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
+def _secret(path: str) -> str:
+    """File contents, trimmed like Prometheus does; re-read only when the file changes."""
+    st = os.stat(path)
+    return _read_secret(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_secret(path: str, mtime_ns: int, size: int) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read().strip()
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_target(target: str) -> URL:
+    """The URL to probe: ``http://`` is assumed when the target has no scheme. Raises ValueError."""
+    url = URL(target if "://" in target else f"http://{target}")
+    if url.scheme not in _DEFAULT_PORTS or not url.raw_host:
+        raise ValueError(f"target {target!r} is not an http(s) URL with a host")
+    return url
+
+
+def _authority(url: URL) -> tuple[str, str, int | None]:
+    return (url.scheme, (url.raw_host or "").lower(), url.port)
+
+
+def _host_header(url: URL) -> str:
+    host = url.raw_host or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return host if url.port == _DEFAULT_PORTS[url.scheme] else f"{host}:{url.port}"
+
+
+# --- One probe run ---------------------------------------------------------------------------------------
+class _Hop:
+    """One request/response exchange and the connection it used."""
+
+    __slots__ = ("response", "transport", "tls")
+
+    def __init__(self) -> None:
+        self.response: aiohttp.ClientResponse | None = None
+        self.transport: asyncio.BaseTransport | None = None  # only when the probe opened it
+        self.tls: tlsutil.TLSInfo | None = None
+
+    def close(self) -> None:
+        if self.response is not None:
+            self.response.close()
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def probe(check: Check, *, deadline: float) -> ProbeResult:
+    attempt = Attempt()
+    return await attempt.run(lambda: _Run(check, attempt, deadline).run(), deadline)
+
+
+class _Run:
+    __slots__ = ("check", "cfg", "prep", "attempt", "deadline", "origin")
+
+    def __init__(self, check: Check, attempt: Attempt, deadline: float) -> None:
+        self.check = check
+        self.cfg: HTTPProbe = check.module.http
+        self.prep = _prepare(self.cfg)
+        self.attempt = attempt
+        self.deadline = deadline
+        self.origin: tuple[str, str, int | None] | None = None
+
+    async def run(self) -> None:
+        details = self.attempt.details
+        details[r.D_HTTP_STATUS] = 0
+        details[r.D_HTTP_REDIRECTS] = 0
+        details[r.D_TLS] = 0
+        try:
+            url = parse_target(self.check.target)
+        except ValueError as exc:
+            self.attempt.note(str(exc))
+            raise ProbeFailure(r.CONN_ERROR) from None
+        self.origin = _authority(url)
+        method, body = self.cfg.method.upper(), self.prep.body
+        redirects = 0
+        while True:
+            hop = _Hop()
+            try:
+                response = await self._exchange(hop, url, method, body)
+                target = self._redirect_target(url, response)
+                if target is None:
+                    await self._evaluate(response)
+                    return
+                if redirects >= MAX_REDIRECTS:
+                    self.attempt.note(f"redirect {redirects + 1} to {target} exceeds the limit of "
+                                      f"{MAX_REDIRECTS}")
+                    raise ProbeFailure(r.HTTP_TOO_MANY_REDIRECTS)
+                redirects += 1
+                details[r.D_HTTP_REDIRECTS] = redirects
+                self.attempt.note(f"following redirect {redirects}: {response.status} to {target}")
+                method, body = _redirect_method(response.status, method, body)
+                url = target
+            finally:
+                hop.close()
+
+    # -- one exchange --
+    async def _exchange(self, hop: _Hop, url: URL, method: str, body: bytes | None) -> aiohttp.ClientResponse:
+        cfg, attempt = self.cfg, self.attempt
+        host = url.raw_host or ""
+        same_origin = _authority(url) == self.origin
+        address = await attempt.resolve(host, self.check.resolvers, prefer=cfg.preferred_ip_protocol,
+                                        fallback=cfg.ip_protocol_fallback, deadline=self.deadline)
+        host_header = self._host_for(url, same_origin)
+        headers = self._headers(url, host_header, same_origin)
+        tls = url.scheme == "https"
+        sni = self._sni(host, same_origin) if tls else None
+        ctx = tls_context(attempt, cfg.tls_config, alpn=tlsutil.HTTP_ALPN) if tls else None
+        shown = "" if host_header == _host_header(url) else f" (Host {host_header})"
+        attempt.note(f"{method} {_without_password(url)}{shown}")
+        target = url.with_user(None).with_host(address)  # credentials in the URL go in our header
+        if cfg.proxy_url:
+            hop.response = await self._via_proxy(hop, method, target, headers, body, ctx, sni)
+        else:
+            protocol = await self._open(hop, address, url.port or _DEFAULT_PORTS[url.scheme], ctx, sni)
+            hop.response = await self._send(_HopConnection(protocol), method, target, headers, body, None)
+        attempt.end()
+        self._record_response(hop.response)
+        attempt.set_tls_details(hop.tls)
+        return hop.response
+
+    async def _open(self, hop: _Hop, address: str, port: int, ctx: ssl.SSLContext | None,
+                    sni: str | None) -> ResponseHandler:
+        """Connect (and handshake) to ``address`` ourselves; the phases are timed here."""
+        attempt, loop = self.attempt, self.attempt.loop
+        sock = await attempt.connect(address, port)
+        tls_args = {}
+        if ctx is not None:
+            attempt.begin(r.PHASE_TLS)
+            tls_args = dict(ssl=ctx, server_hostname=sni, ssl_shutdown_timeout=SSL_SHUTDOWN_TIMEOUT,
+                            ssl_handshake_timeout=handshake_timeout(self.deadline, loop))
+        try:
+            transport, protocol = await loop.create_connection(
+                lambda: ResponseHandler(loop=loop), sock=sock, **tls_args)
+        except BaseException:
+            sock.close()
+            raise
+        hop.transport = transport
+        if ctx is not None:
+            attempt.end()
+            hop.tls = attempt.record_tls(transport)
+        return protocol
+
+    async def _via_proxy(self, hop: _Hop, method: str, target: URL, headers: list[tuple[str, str]],
+                         body: bytes | None, ctx: ssl.SSLContext | None,
+                         sni: str | None) -> aiohttp.ClientResponse:
+        attempt = self.attempt
+        attempt.note(f"connecting through proxy {URL(self.cfg.proxy_url).with_user(None)}")
+
+        def connected(protocol: ResponseHandler) -> None:
+            attempt.end()
+            if ctx is not None and protocol.transport is not None:
+                hop.tls = attempt.record_tls(protocol.transport)
+            attempt.begin(r.PHASE_PROCESSING)
+
+        attempt.begin(r.PHASE_CONNECT)
+        extra = dict(proxy=self.cfg.proxy_url, ssl=ctx if ctx is not None else True)
+        if ctx is not None and sni:
+            extra["server_hostname"] = sni
+        return await self._send(_HopConnection(None, connected), method, target, headers, body, extra)
+
+    async def _send(self, connection: _HopConnection, method: str, target: URL,
+                    headers: list[tuple[str, str]], body: bytes | None,
+                    extra: dict | None) -> aiohttp.ClientResponse:
+        if connection.protocol is not None:
+            self.attempt.begin(r.PHASE_PROCESSING)
+        token = _HOP.set(connection)
+        try:
+            return await _session().request(method, target, headers=headers, data=body,
+                                            allow_redirects=False, **(extra or {}))
+        finally:
+            _HOP.reset(token)
+
+    # -- request details --
+    def _host_for(self, url: URL, same_origin: bool) -> str:
+        if same_origin:
+            return self.check.hostname or self.prep.host_header or _host_header(url)
+        return _host_header(url)
+
+    def _headers(self, url: URL, host_header: str, same_origin: bool) -> list[tuple[str, str]]:
+        """Credentials go only to the target's own origin, never to a host a redirect points at."""
+        headers = list(self.prep.headers if same_origin else self.prep.cross_origin_headers)
+        headers.append(("Host", host_header))
+        if same_origin and not self.prep.user_authorization:
+            auth = self._authorization(url)
+            if auth is not None:
+                headers.append(("Authorization", auth))
+        return headers
+
+    def _authorization(self, url: URL) -> str | None:
+        """basic_auth / bearer_token (inline or from a file), else credentials given in the URL."""
+        cfg = self.cfg
+        if self.prep.authorization is not None:
+            return self.prep.authorization
+        try:
+            if cfg.basic_auth is not None and cfg.basic_auth.password_file:
+                return _basic(cfg.basic_auth.username, _secret(cfg.basic_auth.password_file))
+            if cfg.basic_auth is None and cfg.bearer_token_file:
+                return f"Bearer {_secret(cfg.bearer_token_file)}"
+        except OSError as exc:
+            self.attempt.note(f"cannot read credentials: {exc}")
+            raise ProbeFailure(r.CONN_ERROR) from None
+        if url.raw_user:
+            return _basic(url.user or "", url.password or "")
+        return None
+
+    def _sni(self, host: str, same_origin: bool) -> str | None:
+        """tls_config.server_name, else the ?hostname= override or a configured Host header (on the
+        target's own origin), else the URL host."""
+        override = (self.check.hostname or self.prep.host_header) if same_origin else None
+        return tlsutil.server_name(self.cfg.tls_config, override and _strip_port(override),
+                                   ip_literal(host) or host)
+
+    # -- the response --
+    def _record_response(self, response: aiohttp.ClientResponse) -> None:
+        details = self.attempt.details
+        version = f"{response.version.major}.{response.version.minor}"
+        details[r.D_HTTP_STATUS] = response.status
+        details[r.D_HTTP_VERSION] = float(version)
+        length = response.content_length
+        details[r.D_HTTP_CONTENT_LENGTH] = -1 if length is None else length
+        self.attempt.note(f"received HTTP/{version} {response.status} {response.reason or ''}".rstrip())
+
+    def _redirect_target(self, url: URL, response: aiohttp.ClientResponse) -> URL | None:
+        location = response.headers.get("Location")
+        if not (self.cfg.follow_redirects and response.status in REDIRECT_STATUSES and location):
+            return None
+        try:
+            target = url.join(URL(location))
+        except ValueError:
+            self.attempt.note(f"not following redirect to unparsable location {location!r}")
+            return None
+        if target.scheme not in _DEFAULT_PORTS or not target.raw_host:
+            self.attempt.note(f"not following redirect to {location!r}")
+            return None
+        return target
+
+    async def _evaluate(self, response: aiohttp.ClientResponse) -> None:
+        """Checks in blackbox's order; the first failure is the reason, the body is read regardless."""
+        cfg, attempt, details = self.cfg, self.attempt, self.attempt.details
+        details[r.D_FAILED_DUE_TO_REGEX] = 0
+        reason = None
+        if not self._status_ok(response.status):
+            attempt.note(f"status {response.status} not in valid codes {self.prep.valid_text}")
+            reason = r.HTTP_STATUS
+        if reason is None and (problem := _header_problem(cfg, response.headers)):
+            attempt.note(problem)
+            details[r.D_FAILED_DUE_TO_REGEX] = 1
+            reason = r.HTTP_HEADER_MISMATCH
+        body, too_large = await self._read_body(response)
+        if too_large and reason is None:
+            reason = r.HTTP_BODY_TOO_LARGE
+        if reason is None and body is not None and (problem := _body_problem(cfg, body)):
+            attempt.note(problem)
+            details[r.D_FAILED_DUE_TO_REGEX] = 1
+            reason = r.HTTP_BODY_MISMATCH
+        version = f"HTTP/{response.version.major}.{response.version.minor}"
+        if reason is None and cfg.valid_http_versions and version not in cfg.valid_http_versions:
+            attempt.note(f"{version} not in valid versions {', '.join(cfg.valid_http_versions)}")
+            reason = r.HTTP_VERSION
+        if reason is None:
+            reason = self._tls_problem()
+        if reason is not None:
+            raise ProbeFailure(reason)
+
+    def _status_ok(self, status: int) -> bool:
+        codes = self.cfg.valid_status_codes
+        return status in codes if codes else 200 <= status < 300
+
+    def _tls_problem(self) -> str | None:
+        used = self.attempt.details.get(r.D_TLS) == 1
+        if used and self.cfg.fail_if_ssl:
+            self.attempt.note("final response came over TLS and fail_if_ssl is set")
+            return r.TLS_REQUIRED
+        if not used and self.cfg.fail_if_not_ssl:
+            self.attempt.note("final response came without TLS and fail_if_not_ssl is set")
+            return r.TLS_REQUIRED
+        return None
+
+    async def _read_body(self, response: aiohttp.ClientResponse) -> tuple[bytes | None, bool]:
+        """Stream the body, never taking more than limit + 1 bytes; keep it only if regexes need it."""
+        attempt, limit, keep = self.attempt, self.prep.limit, self.prep.keep_body
+        attempt.begin(r.PHASE_TRANSFER)
+        content = response.content
+        parts: list[bytes] = []
+        total = 0
+        while chunk := await content.read(min(_CHUNK, limit + 1 - total)):
+            total += len(chunk)
+            if total > limit:
+                attempt.end()
+                attempt.details[r.D_HTTP_BODY_BYTES] = total
+                what = "body_size_limit" if self.cfg.body_size_limit else "the safety cap"
+                attempt.note(f"body exceeds {what} of {limit} bytes; stopped reading")
+                return None, True
+            if keep:
+                parts.append(chunk)
+        attempt.end()
+        attempt.details[r.D_HTTP_BODY_BYTES] = total
+        attempt.note(f"read {total} body bytes")
+        return (b"".join(parts) if keep else None), False
+
+
+def _header_problem(cfg: HTTPProbe, headers: CIMultiDictProxy[str]) -> str | None:
+    for spec in cfg.fail_if_header_matches:
+        values = headers.getall(spec.header, [])
+        if not values and not spec.allow_missing:
+            return f"header {spec.header} is missing"
+        for value in values:
+            if spec.regexp.search(value):
+                return f"header {spec.header}: {value!r} matches {spec.regexp.pattern!r}"
+    for spec in cfg.fail_if_header_not_matches:
+        values = headers.getall(spec.header, [])
+        if not values:
+            if not spec.allow_missing:
+                return f"header {spec.header} is missing"
+            continue
+        if not any(spec.regexp.search(value) for value in values):
+            return f"header {spec.header}: no value matches {spec.regexp.pattern!r}"
+    return None
+
+
+def _body_problem(cfg: HTTPProbe, body: bytes) -> str | None:
+    for rx in cfg.fail_if_body_matches_regexp:
+        if rx.search(body):
+            return f"body matches {rx.pattern!r}"
+    for rx in cfg.fail_if_body_not_matches_regexp:
+        if not rx.search(body):
+            return f"body does not match {rx.pattern!r}"
+    return None
+
+
+def _redirect_method(status: int, method: str, body: bytes | None) -> tuple[str, bytes | None]:
+    """Like browsers and Go: 303 (and 301/302 after a POST) continue as a body-less GET."""
+    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+        return "GET", None
+    return method, body
+
+
+def _without_password(url: URL) -> URL:
+    return url.with_password("<secret>") if url.password else url
+
+
+def _strip_port(host_header: str) -> str:
+    if host_header.startswith("["):
+        return host_header[1:host_header.find("]")]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header

@@ -1,0 +1,145 @@
+"""The one contract every prober honours.
+
+A prober is ``async def probe(check: Check, *, deadline: float) -> ProbeResult``. ``deadline`` is an
+absolute ``asyncio`` loop time (``loop.time()``) by which the prober must have returned. Probers never
+raise for a failed probe: they return ``ProbeResult(success=False, reason=...)``. They know nothing about
+Prometheus; exposition turns results into metrics in one place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+# --- Failure reasons: a bounded, documented set (docs/metrics.md#failure-reasons). -----------------------
+DNS_NXDOMAIN = "dns_nxdomain"
+DNS_SERVFAIL = "dns_servfail"
+DNS_REFUSED = "dns_refused"
+DNS_TIMEOUT = "dns_timeout"
+DNS_NO_ANSWER = "dns_no_answer"  # NOERROR but no usable record (NODATA), or no address of the wanted family
+DNS_RCODE = "dns_rcode"  # any other rcode not accepted by valid_rcodes (FORMERR, NOTIMP, ...)
+DNS_ANSWER_MISMATCH = "dns_answer_mismatch"  # validate_*_rrs regexps rejected the answer
+DNS_MALFORMED = "dns_malformed"  # unparsable or mismatched response
+CONN_REFUSED = "conn_refused"
+CONN_TIMEOUT = "conn_timeout"
+CONN_RESET = "conn_reset"
+CONN_ERROR = "conn_error"  # other socket-level errors (unreachable network, ...)
+TLS_HANDSHAKE = "tls_handshake"
+TLS_CERT_INVALID = "tls_cert_invalid"
+TLS_CERT_EXPIRED = "tls_cert_expired"
+TLS_REQUIRED = "tls_required"  # fail_if_ssl / fail_if_not_ssl
+HTTP_STATUS = "http_status"
+HTTP_VERSION = "http_version"
+HTTP_BODY_MISMATCH = "http_body_mismatch"
+HTTP_HEADER_MISMATCH = "http_header_mismatch"
+HTTP_TOO_MANY_REDIRECTS = "http_too_many_redirects"
+HTTP_BODY_TOO_LARGE = "http_body_too_large"
+HTTP_PROTOCOL = "http_protocol"  # malformed HTTP response
+TCP_EXPECT_MISMATCH = "tcp_expect_mismatch"
+TIMEOUT = "timeout"  # the overall deadline expired in a phase without a more specific reason
+INTERNAL = "internal"  # a bug in the exporter; logged with a traceback
+
+REASONS: tuple[str, ...] = (
+    DNS_NXDOMAIN, DNS_SERVFAIL, DNS_REFUSED, DNS_TIMEOUT, DNS_NO_ANSWER, DNS_RCODE, DNS_ANSWER_MISMATCH,
+    DNS_MALFORMED, CONN_REFUSED, CONN_TIMEOUT, CONN_RESET, CONN_ERROR, TLS_HANDSHAKE, TLS_CERT_INVALID,
+    TLS_CERT_EXPIRED, TLS_REQUIRED, HTTP_STATUS, HTTP_VERSION, HTTP_BODY_MISMATCH, HTTP_HEADER_MISMATCH,
+    HTTP_TOO_MANY_REDIRECTS, HTTP_BODY_TOO_LARGE, HTTP_PROTOCOL, TCP_EXPECT_MISMATCH, TIMEOUT, INTERNAL,
+)
+
+# --- Detail keys a prober may set. Exposition maps each to a metric (docs/metrics.md). -------------------
+# Common
+D_IP_PROTOCOL = "ip_protocol"  # 4 or 6: address family of the connection / query
+D_ADDRESS = "address"  # str: the address actually used (informational, shown in logs and the landing page)
+D_TLS = "tls"  # 1 if TLS was used, else 0
+D_TLS_VERSION = "tls_version"  # str, e.g. "TLS 1.3"
+D_CERT_EXPIRY = "cert_expiry"  # float: unix time of the earliest leaf/chain certificate notAfter
+# HTTP
+D_HTTP_STATUS = "http_status_code"  # int; 0 when no response was received
+D_HTTP_VERSION = "http_version"  # float, e.g. 1.1
+D_HTTP_REDIRECTS = "http_redirects"  # int
+D_HTTP_CONTENT_LENGTH = "http_content_length"  # int, -1 when unknown
+D_HTTP_BODY_BYTES = "http_uncompressed_body_length"  # int
+D_FAILED_DUE_TO_REGEX = "failed_due_to_regex"  # 0/1
+# DNS
+D_DNS_RCODE = "dns_rcode"  # int rcode of the response (absent when none arrived)
+D_DNS_ANSWER_RRS = "dns_answer_rrs"
+D_DNS_AUTHORITY_RRS = "dns_authority_rrs"
+D_DNS_ADDITIONAL_RRS = "dns_additional_rrs"
+D_DNS_MIN_TTL = "dns_answer_min_ttl"  # seconds, min TTL over the answer section (absent if empty)
+D_DNS_NEGATIVE_TTL = "dns_negative_ttl"  # seconds, SOA minimum on NXDOMAIN/NODATA
+D_DNS_SERIAL = "dns_serial"  # SOA serial when the answer or authority carries one
+D_DNS_AA = "dns_authoritative"  # 0/1 AA flag
+D_DNS_TRANSPORT = "dns_transport"  # "udp" | "tcp" | "tls": transport that produced the final answer
+D_DNS_TRUNCATED = "dns_truncated"  # 1 if the UDP answer was truncated and TCP was used
+
+# Phase names (seconds). A phase that did not run is absent, never 0.
+PHASE_RESOLVE = "resolve"
+PHASE_CONNECT = "connect"
+PHASE_TLS = "tls"
+PHASE_PROCESSING = "processing"
+PHASE_TRANSFER = "transfer"
+PHASE_REQUEST = "request"  # DNS: from query sent to answer parsed
+
+_EMPTY: Mapping = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What one run of one probe found. Plain data: safe to keep, compare and render anywhere."""
+
+    success: bool
+    reason: str | None = None  # one of REASONS when success is False, None on success
+    duration_seconds: float = 0.0
+    phases: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+    details: Mapping[str, float | int | str] = field(default_factory=lambda: _EMPTY)
+    log: tuple[str, ...] = ()
+    finished_at: float = 0.0  # unix time (time.time()) when the probe ended
+
+    def __post_init__(self) -> None:
+        if self.success and self.reason is not None:
+            raise ValueError("a successful result has no reason")
+        if not self.success and self.reason not in REASONS:
+            raise ValueError(f"unknown failure reason {self.reason!r}")
+
+
+class ProbeLog:
+    """Per-probe buffered log: the same lines serve ``/probe?debug=true``, the landing page and the logger.
+
+    Each line is prefixed with the milliseconds since the probe started, like ``+12.3ms connected to ...``.
+    """
+
+    __slots__ = ("_lines", "_t0")
+
+    def __init__(self, t0: float) -> None:
+        self._t0 = t0  # loop.time() at probe start
+        self._lines: list[str] = []
+
+    def __call__(self, now: float, message: str) -> None:
+        self._lines.append(f"+{(now - self._t0) * 1000:.1f}ms {message}")
+
+    def lines(self) -> tuple[str, ...]:
+        return tuple(self._lines)
+
+
+def finish(
+    *,
+    success: bool,
+    reason: str | None,
+    started: float,
+    now: float,
+    phases: dict[str, float],
+    details: dict[str, float | int | str],
+    log: ProbeLog,
+) -> ProbeResult:
+    """Build the final result; the helper every prober ends with."""
+    return ProbeResult(
+        success=success,
+        reason=None if success else reason,
+        duration_seconds=max(0.0, now - started),
+        phases=MappingProxyType(phases),
+        details=MappingProxyType(details),
+        log=log.lines(),
+        finished_at=time.time(),
+    )

@@ -1,0 +1,160 @@
+"""The results store: the only state shared between probe runs and scrapes.
+
+The scheduler writes one ``ProbeResult`` per run with :meth:`ResultStore.record`; exposition and the landing
+page read it. Reading never touches the network, so a scrape costs the same whether targets are up, slow or
+black-holed. All access happens on the event loop thread: nothing here is locked.
+
+Per-check state is a ``__slots__`` object holding the latest result, counters and latency histogram counts;
+it is sized for tens of thousands of checks.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Iterator, Sequence
+from itertools import accumulate
+from typing import NamedTuple
+
+from exporter.checks import Check
+from exporter.probers.result import INTERNAL, ProbeResult
+
+# Upper bounds (seconds) of the probe latency histogram; a final +Inf bucket is implicit.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+_NO_LATENCIES = (0,) * (len(LATENCY_BUCKETS) + 1)
+RECENT_PROBES = 200
+RECENT_FAILURES = 100
+
+
+class Histogram:
+    """A fixed-bucket histogram: per-bucket (not cumulative) counts, the last one being +Inf."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        if list(bounds) != sorted(set(bounds)):
+            raise ValueError("histogram bounds must be strictly increasing")
+        self.bounds: tuple[float, ...] = tuple(bounds)
+        self.counts: list[int] = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def cumulative(self) -> list[int]:
+        """Counts per ``le`` bound as Prometheus wants them, ending with the +Inf bucket (== count)."""
+        return list(accumulate(self.counts))
+
+
+class CheckState:
+    """Everything exported for one scheduled check. Counters start at zero and survive reloads."""
+
+    __slots__ = ("check", "last", "runs", "failures", "buckets", "latency_sum", "last_run")
+
+    def __init__(self, check: Check) -> None:
+        self.check = check
+        self.last: ProbeResult | None = None  # the latest result; None until the first run
+        self.runs = 0
+        self.failures: dict[str, int] | None = None  # reason -> count; allocated on the first failure
+        self.buckets: list[int] | None = None  # per-bucket latency counts (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.last_run = 0.0  # unix time the latest run finished; 0 until the first run
+
+    def cumulative_buckets(self) -> list[int]:
+        """Latency counts per ``le`` bound of LATENCY_BUCKETS, then +Inf (== runs)."""
+        return list(accumulate(self.buckets or _NO_LATENCIES))
+
+
+class RecentProbe(NamedTuple):
+    check: Check
+    result: ProbeResult
+
+
+class ResultStore:
+    """Latest result and counters per check key, plus short histories for the landing page."""
+
+    def __init__(self, *, recent: int = RECENT_PROBES, recent_failures: int = RECENT_FAILURES) -> None:
+        self._states: dict[str, CheckState] = {}
+        self._recent: deque[RecentProbe] = deque(maxlen=recent)
+        self._recent_failures: deque[RecentProbe] = deque(maxlen=recent_failures)
+        self.generation = 0  # bumped by set_checks: lets readers cache per-check text until the next load
+
+    # --- writers ----------------------------------------------------------------------------------------
+    def set_checks(self, checks: Sequence[Check]) -> None:
+        """Adopt a new set of checks (startup or reload), in the given order.
+
+        Checks whose key persists keep their counters and latest result (and take the new ``Check`` object,
+        so label or module changes show up); removed keys are dropped; new keys start with zero counters.
+        A duplicate key replaces the earlier check of that key.
+        """
+        old = self._states
+        states: dict[str, CheckState] = {}
+        for check in checks:
+            state = old.get(check.key)
+            if state is None:
+                state = CheckState(check)
+            else:
+                state.check = check
+            states[check.key] = state
+        self._states = states
+        self.generation += 1
+
+    def record(self, check: Check, result: ProbeResult) -> None:
+        """Account one finished run. Results for keys no longer loaded are ignored."""
+        state = self._states.get(check.key)
+        if state is None:
+            return
+        state.last = result
+        state.runs += 1
+        if not result.success:
+            failures = state.failures
+            if failures is None:
+                failures = state.failures = {}
+            reason = result.reason or INTERNAL
+            failures[reason] = failures.get(reason, 0) + 1
+        buckets = state.buckets
+        if buckets is None:
+            buckets = state.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        duration = result.duration_seconds
+        buckets[bisect_left(LATENCY_BUCKETS, duration)] += 1
+        state.latency_sum += duration
+        state.last_run = result.finished_at or time.time()
+        entry = RecentProbe(state.check, result)
+        self._recent.append(entry)
+        if not result.success:
+            self._recent_failures.append(entry)
+
+    # --- readers ----------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._states
+
+    def get(self, key: str) -> CheckState | None:
+        return self._states.get(key)
+
+    def items(self) -> Iterator[tuple[Check, CheckState]]:
+        """(check, state) pairs in load order."""
+        for state in self._states.values():
+            yield state.check, state
+
+    def states(self) -> Iterator[CheckState]:
+        """States in load order (stable between two ``set_checks`` calls)."""
+        return iter(self._states.values())
+
+    def recent(self) -> list[RecentProbe]:
+        """The latest probes, newest first."""
+        return list(reversed(self._recent))
+
+    def recent_failures(self) -> list[RecentProbe]:
+        """The latest failed probes (with their logs), newest first."""
+        return list(reversed(self._recent_failures))

@@ -1,0 +1,130 @@
+"""The running exporter: owns the current config, the results store, the scheduler and reloads.
+
+Reload is all-or-nothing: a file that fails to load or validate leaves the last good config running and
+is reported through ``outage_exporter_config_last_reload_successful 0`` and an error log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from exporter import checks as checks_mod
+from exporter.checks import Check
+from exporter.config import ConfigError, load_config
+from exporter.config.model import Config, Module, Region
+from exporter.exposition.self_metrics import SelfMetrics
+from exporter.probers import PROBERS
+from exporter.results import ResultStore
+from exporter.scheduler import Scheduler
+
+log = logging.getLogger("exporter.runtime")
+
+SCRAPE_TIMEOUT_OFFSET = 0.5  # seconds kept back from Prometheus' scrape timeout, as blackbox does
+
+
+@dataclass
+class Runtime:
+    config_path: str | None
+    region: str | None = None  # --region: restrict to (or name) this region
+    resolv_conf: str = "/etc/resolv.conf"
+    config: Config | None = None
+    checks: list[Check] = field(default_factory=list)
+    store: ResultStore = field(default_factory=ResultStore)
+    self_metrics: SelfMetrics = field(default_factory=SelfMetrics)
+    scheduler: Scheduler | None = None
+    ready: bool = False
+    banner: Callable[[], dict[str, str]] | None = None  # extra facts for the landing page (the demo)
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def load(self) -> Config:
+        """Load and validate the config file; raises ConfigError naming the YAML path."""
+        config = load_config(self.config_path, default_region=self.region, resolv_conf=self.resolv_conf)
+        if self.region is not None and config.regions and self.region not in {r.name for r in config.regions}:
+            known = ", ".join(sorted(r.name for r in config.regions))
+            raise ConfigError("regions", f"--region {self.region!r} is not a configured region (known: {known})")
+        return config
+
+    def _expand(self, config: Config) -> list[Check]:
+        only = self.region if self.region is not None and config.regions else None
+        return checks_mod.expand(config, only_region=only)
+
+    async def start(self) -> None:
+        config = self.load()
+        self.config = config
+        self.checks = self._expand(config)
+        self.store.set_checks(self.checks)
+        self.scheduler = Scheduler(self.store, PROBERS, concurrency=config.defaults.concurrency)
+        await self.scheduler.start(self.checks)
+        self.self_metrics.reload_succeeded()
+        self.ready = True
+        log.info("started", extra={"fields": {"config": config.source, "checks": len(self.checks),
+                                              "regions": len(config.regions)}})
+
+    async def reload(self) -> tuple[bool, str]:
+        """Reload the config file. Returns (ok, message); never raises for a bad file."""
+        async with self._reload_lock:
+            try:
+                config = self.load()
+            except ConfigError as exc:
+                self.self_metrics.reload_failed()
+                log.error("config reload failed; keeping the last good config",
+                          extra={"fields": {"err": str(exc)}})
+                return False, str(exc)
+            if self.config is not None and config.checksum == self.config.checksum:
+                self.self_metrics.reload_succeeded()
+                return True, "config unchanged"
+            new_checks = self._expand(config)
+            self.store.set_checks(new_checks)
+            assert self.scheduler is not None
+            await self.scheduler.reload(new_checks)
+            self.config, self.checks = config, new_checks
+            self.self_metrics.reload_succeeded()
+            log.info("config reloaded", extra={"fields": {"checks": len(new_checks)}})
+            return True, "config reloaded"
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+
+    # --- one-off probes (/probe and the `probe` command) -------------------------------------------------
+    def region_named(self, name: str | None) -> Region:
+        assert self.config is not None
+        regions = self.config.regions
+        if name is None:
+            if self.region is not None:
+                name = self.region
+            else:
+                return regions[0]
+        for region in regions:
+            if region.name == name:
+                return region
+        raise KeyError(name)
+
+    def adhoc_check(self, module: Module, target: str, *, region: Region, timeout: float,
+                    hostname: str | None = None) -> Check:
+        """A Check for one ad-hoc probe of ``target`` with ``module`` (blackbox /probe semantics)."""
+        common = dict(service="", provider="", region=region.name, check=module.name, module=module,
+                      resolvers=region.resolvers, hostname=hostname, interval=timeout, timeout=timeout)
+        if module.prober == "dns":
+            server = checks_mod.parse_dns_server_or_host(target)
+            qname = module.dns.query_name
+            return Check(target=qname, resolver=server.name, dns_server=server, query_name=qname, **common)
+        if module.prober == "http" and "://" not in target:
+            target = "http://" + target
+        return Check(target=target, resolver="", **common)
+
+    def probe_timeout(self, module: Module, scrape_timeout_header: str | None) -> float:
+        assert self.config is not None
+        timeout = self.config.defaults.timeout
+        if scrape_timeout_header:
+            try:
+                timeout = max(float(scrape_timeout_header) - SCRAPE_TIMEOUT_OFFSET, 0.1)
+            except ValueError:
+                pass
+        if module.timeout:
+            timeout = min(timeout, module.timeout)
+        return timeout

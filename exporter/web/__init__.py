@@ -1,0 +1,1 @@
+"""HTTP endpoints: landing page, /metrics, blackbox-compatible /probe, health, reload and config."""

@@ -1,0 +1,41 @@
+"""Shared fixtures. Every peer a test talks to is started here or in tests/servers/, on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.config.model import Resolver
+from tests.servers.dns import start_dns
+
+RECORDS = {
+    "www.test.": {"A": ["127.0.0.1"], "AAAA": ["::1"]},
+    "v6only.test.": {"AAAA": ["::1"]},
+    "nodata.test.": {"TXT": ["\"hello\""]},
+    "big.test.": {"TXT": [f'"{"x" * 200}"' for _ in range(20)]},
+    "test.": {"SOA": ["ns1.test. admin.test. 2021100401 3600 600 86400 60"], "NS": ["ns1.test."]},
+}
+MODES = {
+    "servfail.test.": "servfail",
+    "refused.test.": "refused",
+    "nx.test.": "nxdomain",
+    "drop.test.": "drop",
+    "slow.test.": "delay:0.3",
+    "big.test.": "truncate",
+    "noaa.test.": "noaa",
+    "garbage.test.": "malformed",
+}
+
+
+@pytest.fixture
+async def dns_server():
+    """A local DNS server with RECORDS and MODES (see tests/servers/dns.py)."""
+    server = await start_dns(RECORDS, MODES)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def resolver(dns_server) -> Resolver:
+    return Resolver(name=dns_server.address, host=dns_server.host, port=dns_server.port)

@@ -1,0 +1,1 @@
+"""Test helpers shared across test modules: check/result factories, the metric contract, promtool."""
