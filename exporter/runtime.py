@@ -16,6 +16,7 @@ from exporter.checks import Check
 from exporter.config import ConfigError, load_config
 from exporter.config.model import Config, Module, Region
 from exporter.exposition.self_metrics import SelfMetrics
+from exporter.looplag import LoopLagMonitor
 from exporter.probers import PROBERS
 from exporter.results import ResultStore
 from exporter.scheduler import Scheduler
@@ -35,6 +36,7 @@ class Runtime:
     store: ResultStore = field(default_factory=ResultStore)
     self_metrics: SelfMetrics = field(default_factory=SelfMetrics)
     scheduler: Scheduler | None = None
+    looplag: LoopLagMonitor | None = None
     ready: bool = False
     banner: Callable[[], dict[str, str]] | None = None  # extra facts for the landing page (the demo)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -55,8 +57,11 @@ class Runtime:
         config = self.load()
         self.config = config
         self.checks = self._expand(config)
-        self.store.set_checks(self.checks)
         self.scheduler = Scheduler(self.store, PROBERS, concurrency=config.defaults.concurrency)
+        self.looplag = LoopLagMonitor()
+        self.looplag.start()
+        self.self_metrics.scheduler = self.scheduler
+        self.self_metrics.looplag = self.looplag
         await self.scheduler.start(self.checks)
         self.self_metrics.reload_succeeded()
         self.ready = True
@@ -69,7 +74,7 @@ class Runtime:
             try:
                 config = self.load()
             except ConfigError as exc:
-                self.self_metrics.reload_failed()
+                self.self_metrics.reload_failed(str(exc))
                 log.error("config reload failed; keeping the last good config",
                           extra={"fields": {"err": str(exc)}})
                 return False, str(exc)
@@ -77,7 +82,6 @@ class Runtime:
                 self.self_metrics.reload_succeeded()
                 return True, "config unchanged"
             new_checks = self._expand(config)
-            self.store.set_checks(new_checks)
             assert self.scheduler is not None
             await self.scheduler.reload(new_checks)
             self.config, self.checks = config, new_checks
@@ -89,6 +93,11 @@ class Runtime:
         self.ready = False
         if self.scheduler is not None:
             await self.scheduler.stop()
+        if self.looplag is not None:
+            await self.looplag.stop()
+        from exporter.probers import http
+
+        await http.close()
 
     # --- one-off probes (/probe and the `probe` command) -------------------------------------------------
     def region_named(self, name: str | None) -> Region:

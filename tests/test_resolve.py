@@ -67,3 +67,19 @@ async def test_timeout_shares_deadline_between_resolvers(resolver):
     res, _ = await _resolve("www.test", [dead, resolver], timeout=1.0)
     assert res.addresses == ("127.0.0.1",)
     assert loop.time() - t0 < 1.0
+
+
+async def test_primary_servfail_wins_over_secondary_timeout(resolver):
+    """A fast SERVFAIL from the first resolver is the verdict even when the next one times out."""
+    from tests.servers.dns import start_dns
+    silent = await start_dns({}, host="127.0.0.4")
+    silent.handler.default_mode = "drop"
+    try:
+        quiet = Resolver(name=silent.address, host=silent.host, port=silent.port)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 0.6
+        res, log = await _resolve("servfail.test", [resolver, quiet], timeout=0.6)
+        assert res.reason == r.DNS_SERVFAIL and res.resolver == resolver.name
+        assert loop.time() < deadline  # returned its own verdict before the caller's deadline
+    finally:
+        await silent.stop()

@@ -24,6 +24,7 @@ from exporter.probers import result as r
 from exporter.probers.dnsclient import exchange, rcode_reason
 from exporter.probers.result import ProbeLog
 
+RESERVE_SECONDS = 0.05
 _LOCALHOST = {"localhost": ("127.0.0.1", "::1"), "localhost.": ("127.0.0.1", "::1")}
 
 
@@ -74,7 +75,9 @@ async def resolve(
     first_failure: tuple[str, str] | None = None
     for i, server in enumerate(resolvers):
         share = (deadline - loop.time()) / (len(resolvers) - i)
-        attempt_deadline = loop.time() + share
+        # Stop a little before the probe's deadline so the verdict is ours (e.g. the first resolver's
+        # SERVFAIL) rather than a bare timeout from the caller's deadline guard.
+        attempt_deadline = min(loop.time() + share, deadline - min(RESERVE_SECONDS, share / 10))
         addresses: list[str] = []
         failure: str | None = None
         for qtype in qtypes:

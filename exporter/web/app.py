@@ -8,7 +8,7 @@ from aiohttp import web
 
 from exporter.config import dump_config
 from exporter.config.model import Config
-from exporter.exposition import render_metrics
+from exporter.exposition import render_metrics_async
 from exporter.exposition.probe import render_probe_result
 from exporter.runtime import Runtime
 from exporter.web import landing
@@ -34,7 +34,7 @@ def make_app(runtime: Runtime) -> web.Application:
 
 async def metrics(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    body = render_metrics(rt.store, rt.scheduler, rt.self_metrics)
+    body = await render_metrics_async(rt.store, rt.scheduler, rt.self_metrics)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
