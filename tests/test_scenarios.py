@@ -289,3 +289,73 @@ async def test_probers_see_certificate_expiry():
         expired = await _probe_all(world, ("twitter",))
     assert 1.9 < (expiry - time.time()) / 86400 <= 2.0
     assert expired[("twitter", "us-east", "https", "")].reason == r.TLS_CERT_EXPIRED
+
+
+# --- every scenario, phase by phase: what each service x region must look like ----------------------------
+
+ALL = ("facebook", "messenger", "whatsapp", "instagram", "twitter", "telegram", "control-a", "control-b")
+TIMEOUTS = {r.DNS_TIMEOUT, r.CONN_TIMEOUT, r.TIMEOUT}
+
+# scenario -> [(offset, {(service, region|"*"): expectation})]; an expectation is "ok", "fail" (any reason),
+# or a set of allowed reasons; (service, region) pairs not listed must be "ok" unless the phase is marked
+# partial (flapping phases, where only the listed pairs are asserted).
+PHASE_EXPECTATIONS = {
+    "healthy": [("0s", {})],
+    "regional-blip": [
+        ("0s", {}),
+        ("+1m", {("twitter", "eu-west"): {r.HTTP_STATUS}}),
+        ("+2m30s", {}),
+    ],
+    "vantage-isolated": [
+        ("0s", {}),
+        ("+1m", {(s, "us-east"): "fail" for s in ALL}),  # controls too: the vantage itself is cut off
+        ("+4m", {}),
+    ],
+    "slow-migration": [
+        ("+2m", {}),  # latency only: still succeeds within the timeout
+        ("+15m", {}),
+    ],
+    "facebook-2021-10-04": [
+        ("-10m", {}),
+        ("+7h20m", {}),
+    ],
+}
+
+
+def _verdict(results, service, region):
+    return [res for (s, reg, check, _), res in results.items()
+            if s == service and reg == region and check in ("dns", "http", "https")]
+
+
+@pytest.mark.parametrize(("scenario", "offset", "expect"), [
+    (name, offset, expect) for name, phases in PHASE_EXPECTATIONS.items() for offset, expect in phases
+], ids=lambda v: v if isinstance(v, str) else "")
+async def test_each_phase_looks_as_it_promises(scenario, offset, expect):
+    async with World(speed=100, styles=FAST_STYLES) as world:
+        await Player(load_builtin(scenario), world).seek(parse_offset(offset))
+        world.flush_caches()
+        results = await _probe_all(world, ALL)
+    assert all(v.reason != r.DNS_NXDOMAIN for v in results.values()), "nothing in the lab is NXDOMAIN"
+    for service in ALL:
+        for region in world.region_names:
+            want = expect.get((service, region), expect.get((service, "*"), "ok"))
+            got = _verdict(results, service, region)
+            assert got, (service, region)
+            if want == "ok":
+                assert all(v.success for v in got), (service, region, [v.reason for v in got])
+            elif want == "fail":
+                assert all(not v.success for v in got), (service, region)
+                assert all(v.reason in TIMEOUTS | {r.CONN_REFUSED, r.CONN_RESET} for v in got), \
+                    [v.reason for v in got]
+            else:
+                assert any(not v.success for v in got), (service, region)
+                assert {v.reason for v in got if not v.success} <= want, (service, region)
+
+
+async def test_slow_migration_peak_is_slow_and_partly_failing():
+    async with World(speed=100, tls=False) as world:
+        await Player(load_builtin("slow-migration"), world).seek(parse_offset("+5m"))
+        results = await _probe_all(world, ("telegram", "twitter"))
+    tg = [v for (s, _, c, _), v in results.items() if s == "telegram" and c == "http"]
+    tw = [v for (s, _, c, _), v in results.items() if s == "twitter" and c == "http"]
+    assert min(v.duration_seconds for v in tg) > max(v.duration_seconds for v in tw) + 0.3
