@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from exporter import __version__, logs
 from exporter.config import ConfigError
@@ -101,7 +101,10 @@ def _check_main(ns: argparse.Namespace) -> int:
 
 async def serve(config_file: str | None, listen: tuple[str, int], *, region: str | None = None,
                 runtime=None, stop_event: asyncio.Event | None = None) -> int:
-    """Run the exporter until SIGINT/SIGTERM (or ``stop_event``). SIGHUP reloads the config."""
+    """Run the exporter until SIGINT/SIGTERM (or ``stop_event``). SIGHUP reloads the config.
+
+    Returns 0 after a clean shutdown, 1 when the listen address cannot be bound (logged, no traceback).
+    """
     from aiohttp import web
 
     from exporter.runtime import Runtime
@@ -111,20 +114,53 @@ async def serve(config_file: str | None, listen: tuple[str, int], *, region: str
     await rt.start()
     runner = web.AppRunner(make_app(rt), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, listen[0], listen[1], reuse_address=True)
-    await site.start()
-    log.info("listening", extra={"fields": {"address": f"{listen[0]}:{listen[1]}", "version": __version__}})
+    address = format_listen(listen)
+    try:
+        await web.TCPSite(runner, listen[0], listen[1], reuse_address=True).start()
+    except OSError as exc:  # address in use, not a local address, unknown host name
+        log.error("cannot listen", extra={"fields": {"address": address, "err": str(exc)}})
+        await rt.stop()
+        await runner.cleanup()
+        return 1
+    bound = ", ".join(format_listen(a[:2]) for a in runner.addresses)  # the real port when asked for port 0
+    log.info("listening", extra={"fields": {"address": bound, "version": __version__}})
     stop = stop_event or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError):
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(rt.reload()))
-    await stop.wait()
+    with _signals(stop, rt):
+        await stop.wait()
     log.info("shutting down")
     await rt.stop()
     await runner.cleanup()
     return 0
+
+
+def format_listen(listen: tuple[str, int]) -> str:
+    host, port = listen
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@contextlib.contextmanager
+def _signals(stop: asyncio.Event, rt) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop``; SIGHUP reloads. Handlers are removed again on exit (embedding, tests)."""
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
+
+    def reload() -> None:
+        task = asyncio.ensure_future(rt.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    installed = []
+    for signum, handler in ((signal.SIGINT, stop.set), (signal.SIGTERM, stop.set), (signal.SIGHUP, reload)):
+        try:
+            loop.add_signal_handler(signum, handler)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+            continue
+        installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
 
 
 def _probe_main(ns: argparse.Namespace) -> int:

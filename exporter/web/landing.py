@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -44,6 +45,21 @@ def cell_state(results: Iterable[tuple[Check, ProbeResult | None]], inconclusive
         reasons[key] = reasons.get(key, 0) + 1
     detail = "; ".join(f"{k} ({n}/{len(seen)})" if len(seen) > 1 else k for k, n in sorted(reasons.items()))
     return Cell("down" if len(failed) == len(seen) else "degraded", detail, len(items))
+
+
+def mask_password(target: str) -> str:
+    """``target`` with the password of a URL's userinfo replaced: the page is readable by anyone who can
+    reach the exporter, and probe targets may carry credentials (``https://user:pass@host/``)."""
+    try:
+        parts = urllib.parse.urlsplit(target)
+        password = parts.password
+    except ValueError:
+        return target
+    if not password:
+        return target
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:<secret>@{hostport}"))
 
 
 def render(
@@ -101,7 +117,7 @@ def render(
         out.append("<p>None.</p>")
     for check, result in failures[:50]:
         when = time.strftime("%H:%M:%S", time.localtime(result.finished_at))
-        title = (f"{when} {check.service or '(probe)'} / {check.region} / {check.check} {check.target}"
+        title = (f"{when} {check.service or '(probe)'} / {check.region} / {check.check} {mask_password(check.target)}"
                  f"{' via ' + check.resolver if check.resolver else ''}: {result.reason} "
                  f"in {result.duration_seconds * 1000:.0f} ms")
         out.append(f"<details><summary>{e(title)}</summary><pre>{e(chr(10).join(result.log))}</pre></details>")
