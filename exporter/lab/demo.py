@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the built-in scenarios and exit")
     p.add_argument("--once", action="store_true", help="exit when the scenario ends (default: replay it again)")
     p.add_argument("--config-out", default=None, help="write the generated exporter config here")
+    p.add_argument("--with-stack", action="store_true",
+                   help="also start the installed prometheus and prometheus-alertmanager with the project's "
+                        "rules (alerts/) and print every notification as it arrives")
     p.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="info")
     p.add_argument("--log.format", dest="log_format", choices=("logfmt", "json"), default="logfmt")
     return p
@@ -77,12 +80,25 @@ def main(argv: Sequence[str]) -> int:
     except ScenarioError as exc:
         print(f"outage-exporter demo: {exc}")
         return 2
+    if ns.with_stack:
+        from exporter.lab.stack import find_alerts_dir, find_binary
+
+        if find_alerts_dir() is None:
+            print("outage-exporter demo: --with-stack needs the project's alerts/ directory "
+                  "(run it from a source checkout)")
+            return 2
+        missing = [k for k in ("prometheus", "alertmanager") if find_binary(k) is None]
+        if missing:
+            print(f"outage-exporter demo: --with-stack needs {' and '.join(missing)} installed "
+                  "(Debian: apt-get install prometheus prometheus-alertmanager)")
+            return 2
     return asyncio.run(run_demo(scenario, ns.speed or scenario.default_speed, ns.listen, once=ns.once,
-                                config_out=ns.config_out))
+                                config_out=ns.config_out, with_stack=ns.with_stack))
 
 
 async def run_demo(scenario: Scenario, speed: float, listen: tuple[str, int], *, once: bool = False,
-                   config_out: str | None = None, stop_event: asyncio.Event | None = None) -> int:
+                   config_out: str | None = None, stop_event: asyncio.Event | None = None,
+                   with_stack: bool = False) -> int:
     from exporter.cli import serve
     from exporter.runtime import Runtime
 
@@ -110,6 +126,14 @@ async def run_demo(scenario: Scenario, speed: float, listen: tuple[str, int], *,
             await asyncio.sleep(0.05)
         if server.done():
             return server.result()
+        stack = None
+        if with_stack:
+            from exporter.lab.stack import Stack, find_alerts_dir
+
+            address = f"{'127.0.0.1' if listen[0] in ('0.0.0.0', '::') else listen[0]}:{listen[1]}"
+            stack = await Stack(address, find_alerts_dir(), Path(workdir.name) / "stack", echo=True).start()
+            print(f"  prometheus: {stack.prometheus_url}   alertmanager: {stack.alertmanager_url}\n"
+                  f"  notifications are printed below as they arrive", flush=True)
         play = player.start()
         watcher = asyncio.ensure_future(_watch(runtime, stop))
         play.add_done_callback(lambda _: stop.set())
@@ -117,6 +141,8 @@ async def run_demo(scenario: Scenario, speed: float, listen: tuple[str, int], *,
         await player.stop()
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
+        if stack is not None:
+            await stack.stop()
         return code
     finally:
         await world.stop()

@@ -1,0 +1,225 @@
+"""Run real Prometheus and Alertmanager next to an exporter, with a webhook sink that records notifications.
+
+Used by ``outage-exporter demo --with-stack`` and by the end-to-end alert tests: the binaries are the
+installed ones (Debian: ``prometheus``, ``prometheus-alertmanager``), the rules and routes are the
+project's own files from ``alerts/``, and every process listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from aiohttp import web
+
+log = logging.getLogger("exporter.stack")
+
+SINK_PLACEHOLDER = "http://127.0.0.1:5001"  # webhook base URL in alerts/alertmanager.yml, replaced at start
+BINARIES = {"prometheus": ("prometheus",), "alertmanager": ("prometheus-alertmanager", "alertmanager")}
+
+
+def find_binary(kind: str) -> str | None:
+    for name in BINARIES[kind]:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_alerts_dir(start: Path | None = None) -> Path | None:
+    """The project's alerts/ directory: next to the package in a source checkout, or under the cwd."""
+    candidates = [Path(__file__).resolve().parents[2] / "alerts", (start or Path.cwd()) / "alerts"]
+    for c in candidates:
+        if (c / "alertmanager.yml").is_file() and (c / "rules").is_dir():
+            return c
+    return None
+
+
+@dataclass
+class Notification:
+    receiver: str  # the webhook path, e.g. "pager"
+    received_at: float  # unix time
+    payload: dict
+
+    @property
+    def alerts(self) -> list[dict]:
+        return self.payload.get("alerts", [])
+
+    def summary(self) -> str:
+        common = self.payload.get("commonLabels", {})
+        names = sorted({a["labels"].get("alertname", "?") for a in self.alerts})
+        status = self.payload.get("status", "?")
+        regions = sorted({a["labels"]["region"] for a in self.alerts if "region" in a["labels"]})
+        text = [a.get("annotations", {}).get("summary", "") for a in self.alerts[:1]]
+        return (f"[{self.receiver}] {status.upper()} {','.join(names)} "
+                f"{ {k: v for k, v in common.items() if k != 'alertname'} }"
+                f"{' regions=' + ','.join(regions) if regions else ''} {text[0] if text else ''}")
+
+
+class WebhookSink:
+    """An Alertmanager webhook receiver on 127.0.0.1 that keeps every notification in memory."""
+
+    def __init__(self, *, echo: bool = False) -> None:
+        self.notifications: list[Notification] = []
+        self.echo = echo
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self.arrived = asyncio.Event()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> WebhookSink:
+        app = web.Application()
+        app.router.add_post("/{receiver}", self._receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        try:
+            payload = await request.json()
+        except (json.JSONDecodeError, ValueError):
+            return web.Response(status=400, text="expected JSON\n")
+        note = Notification(request.match_info["receiver"], time.time(), payload)
+        self.notifications.append(note)
+        self.arrived.set()
+        if self.echo:
+            print(f"notification: {note.summary()}", flush=True)
+        return web.Response(text="ok\n")
+
+
+@dataclass
+class Stack:
+    """Prometheus (scraping ``exporter_address`` with the project's rules) + Alertmanager + webhook sink."""
+
+    exporter_address: str  # host:port of the exporter's /metrics
+    alerts_dir: Path
+    workdir: Path
+    scrape_interval: str = "5s"
+    evaluation_interval: str = "5s"
+    echo: bool = False
+    sink: WebhookSink = field(init=False)
+    prometheus_port: int = 0
+    alertmanager_port: int = 0
+    _procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://127.0.0.1:{self.alertmanager_port}"
+
+    def prometheus_config(self) -> dict:
+        rules = sorted(str(p) for p in (self.alerts_dir / "rules").glob("*.yml"))
+        return {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.evaluation_interval,
+                       "scrape_timeout": self.scrape_interval},
+            "rule_files": rules,
+            "alerting": {"alertmanagers": [{"static_configs": [
+                {"targets": [f"127.0.0.1:{self.alertmanager_port}"]}]}]},
+            "scrape_configs": [{
+                "job_name": "outage-exporter",
+                "honor_labels": True,
+                "static_configs": [{"targets": [self.exporter_address]}],
+            }],
+        }
+
+    def alertmanager_config(self) -> str:
+        text = (self.alerts_dir / "alertmanager.yml").read_text()
+        return text.replace(SINK_PLACEHOLDER, self.sink.base_url)
+
+    async def start(self) -> Stack:
+        prometheus, alertmanager = find_binary("prometheus"), find_binary("alertmanager")
+        if prometheus is None or alertmanager is None:
+            raise FileNotFoundError("prometheus and prometheus-alertmanager must be installed "
+                                    "(Debian: apt-get install prometheus prometheus-alertmanager)")
+        self.sink = await WebhookSink(echo=self.echo).start()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.prometheus_port, self.alertmanager_port = free_port(), free_port()
+        am_cfg = self.workdir / "alertmanager.yml"
+        am_cfg.write_text(self.alertmanager_config())
+        prom_cfg = self.workdir / "prometheus.yml"
+        prom_cfg.write_text(yaml.safe_dump(self.prometheus_config(), sort_keys=False))
+        self._spawn("alertmanager", [
+            alertmanager, f"--config.file={am_cfg}", f"--storage.path={self.workdir / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{self.alertmanager_port}", "--cluster.listen-address=",
+            "--log.level=warn"])
+        self._spawn("prometheus", [
+            prometheus, f"--config.file={prom_cfg}", f"--storage.tsdb.path={self.workdir / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{self.prometheus_port}", "--log.level=warn"])
+        await self._wait_ready(self.alertmanager_url + "/-/ready")
+        await self._wait_ready(self.prometheus_url + "/-/ready")
+        return self
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        logf = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        self._procs.append(subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env={**os.environ}))
+        logf.close()
+
+    async def _wait_ready(self, url: str, timeout: float = 30.0) -> None:
+        import aiohttp
+
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                for proc in self._procs:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}; see {self.workdir}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(url) as resp:
+                        if resp.status == 200:
+                            return
+                await asyncio.sleep(0.2)
+        raise TimeoutError(f"{url} not ready after {timeout:.0f} s; logs in {self.workdir}")
+
+    async def query(self, promql: str) -> list[dict]:
+        """Instant query through Prometheus' HTTP API."""
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http, http.get(
+                self.prometheus_url + "/api/v1/query", params={"query": promql}) as resp:
+            body = await resp.json()
+        if body.get("status") != "success":
+            raise RuntimeError(f"query {promql!r} failed: {body}")
+        return body["data"]["result"]
+
+    async def stop(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self._procs:
+            try:
+                await asyncio.to_thread(proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        self._procs.clear()
+        await self.sink.stop()
