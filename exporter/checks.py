@@ -1,5 +1,6 @@
 """Expand a Config into the unit the scheduler runs and probers receive: one Check per
-(service, check, target, region[, resolver]).
+(service, check, target, region[, resolver]). An authoritative check is one Check per region whose
+target is the zone; its nameservers are found at probe time (exporter.discovery).
 
 Everything a probe needs is resolved here, once per (re)load: the module, the region's resolvers, the
 effective timeout and interval, and the stable identity used for labels, scheduling offsets and for
@@ -12,7 +13,17 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from exporter.config.model import CheckConfig, Config, Module, Region, Resolver, Service
+from exporter.config.model import (
+    AuthoritativeCheck,
+    CheckConfig,
+    Config,
+    Module,
+    Region,
+    Resolver,
+    Service,
+    TwoPath,
+    VantagePolicy,
+)
 
 # Label names, in exposition order. Every scheduled series carries all of them ("" when not applicable).
 IDENTITY_LABELS: tuple[str, ...] = ("service", "provider", "region", "check", "target", "resolver")
@@ -32,11 +43,14 @@ class Check:
     resolvers: tuple[Resolver, ...]  # resolvers used to resolve hostnames (http/tcp), in order
     dns_server: Resolver | None = None  # dns: the server to query
     query_name: str = ""  # dns: the name to ask for
-    hostname: str | None = None  # /probe ?hostname=: Host header and TLS SNI override
+    hostname: str | None = None  # Host header and TLS SNI override: /probe ?hostname=, two-path pinned probes
     interval: float = 15.0
     timeout: float = 10.0
     control: bool = False
     key: str = field(default="", compare=False)  # stable identity (see identity())
+    authoritative: AuthoritativeCheck | None = None  # authoritative checks: zone and nameserver settings
+    two_path: TwoPath | None = None  # http: also probe the last known address (path="pinned")
+    vantage: VantagePolicy = field(default_factory=VantagePolicy)  # the region's vantage health policy
 
     @property
     def prober(self) -> str:
@@ -81,7 +95,14 @@ def _expand_one(service: Service, cc: CheckConfig, region: Region) -> Iterable[C
         interval=cc.interval,
         timeout=timeout,
         control=cc.control,
+        vantage=region.vantage,
     )
+    if cc.authoritative is not None:
+        zone = cc.authoritative.zone
+        key = identity(service.name, region.name, cc.name, zone, "")
+        yield Check(target=zone, resolver="", query_name=zone, authoritative=cc.authoritative, key=key,
+                    **common)
+        return
     if cc.module.prober == "dns":
         qname = cc.query_name or cc.module.dns.query_name
         servers = [parse_dns_server(t) for t in cc.targets] if cc.targets else list(region.resolvers)
@@ -92,7 +113,7 @@ def _expand_one(service: Service, cc: CheckConfig, region: Region) -> Iterable[C
         return
     for target in cc.targets:
         key = identity(service.name, region.name, cc.name, target, "")
-        yield Check(target=target, resolver="", key=key, **common)
+        yield Check(target=target, resolver="", key=key, two_path=cc.two_path, **common)
 
 
 def parse_dns_server(text: str) -> Resolver:

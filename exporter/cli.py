@@ -85,17 +85,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_main(ns: argparse.Namespace) -> int:
-    from exporter.checks import expand
-    from exporter.config import load_config
+    """Validate like startup does (including ``--region``) without starting anything."""
+    from exporter.runtime import Runtime
 
+    rt = Runtime(ns.config_file, region=ns.region)
     try:
-        config = load_config(ns.config_file, default_region=ns.region)
+        config = rt.load()
     except ConfigError as exc:
         print(f"{ns.config_file or '<embedded>'}: {exc}", file=sys.stderr)
         return 1
-    n = len(expand(config))
-    print(f"{config.source}: OK: {len(config.modules)} modules, {len(config.regions)} regions, "
-          f"{len(config.services)} services, {n} scheduled checks")
+    n = len(rt.expand_checks(config))
+    counts = [(len(config.modules), "module"), (len(config.regions), "region"),
+              (len(config.services), "service"), (n, "scheduled check")]
+    print(f"{config.source}: OK: " + ", ".join(f"{k} {what}{'' if k == 1 else 's'}" for k, what in counts))
     return 0
 
 
@@ -173,28 +175,39 @@ def _probe_main(ns: argparse.Namespace) -> int:
 
 
 async def _probe_once(ns: argparse.Namespace) -> int:
+    """One probe as /probe would run it; usage problems exit 2 before anything is sent."""
+    from exporter.probers import PROBERS, http
     from exporter.runtime import Runtime
+    from exporter.scheduler import run_guarded
 
     rt = Runtime(ns.config_file, region=ns.region)
     rt.config = rt.load()
     module = rt.config.modules.get(ns.module)
     if module is None:
         known = ", ".join(sorted(rt.config.modules))
-        print(f"unknown module {ns.module!r} (known: {known})", file=sys.stderr)
-        return 2
+        return _usage_error(f"unknown module {ns.module!r} (known: {known})")
+    if module.prober == "dns" and not module.dns.query_name:
+        return _usage_error(f"module {ns.module!r} has no dns.query_name; set one to probe with it")
     try:
         region = rt.region_named(ns.region)
     except KeyError:
-        print(f"unknown region {ns.region!r}", file=sys.stderr)
-        return 2
+        return _usage_error(f"unknown region {ns.region!r}")
     timeout = ns.timeout or rt.probe_timeout(module, None)
-    check = rt.adhoc_check(module, ns.target, region=region, timeout=timeout, hostname=ns.hostname)
-    from exporter.probers import PROBERS
-    from exporter.scheduler import run_guarded
-
-    result = await run_guarded(PROBERS[module.prober], check)
+    try:
+        check = rt.adhoc_check(module, ns.target, region=region, timeout=timeout, hostname=ns.hostname)
+    except ValueError as exc:
+        return _usage_error(f"invalid target {ns.target!r}: {exc}")
+    try:
+        result = await run_guarded(PROBERS[module.prober], check)
+    finally:
+        await http.close()
     print(format_verdict(check, result))
     return 0 if result.success else 1
+
+
+def _usage_error(message: str) -> int:
+    print(f"outage-exporter probe: {message}", file=sys.stderr)
+    return 2
 
 
 def format_verdict(check, result) -> str:

@@ -6,10 +6,16 @@ black-holed. All access happens on the event loop thread: nothing here is locked
 
 Per-check state is a ``__slots__`` object holding the latest result, counters and latency histogram counts;
 it is sized for tens of thousands of checks.
+
+Vantage health (exporter.vantage) is applied when a result is recorded: a failure of a non-control check
+taken while its region's controls say the vantage is unhealthy is *inconclusive*. It still counts as a
+run, but not as a failure (``failures`` by reason), so failure ratios and availability are not polluted by
+the prober's own outage; it is counted in ``inconclusive_total`` instead.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from bisect import bisect_left
 from collections import deque
@@ -18,15 +24,19 @@ from itertools import accumulate
 from typing import NamedTuple
 
 from exporter.checks import Check
+from exporter.config.model import VantagePolicy
 from exporter.probers.result import INTERNAL, ProbeResult
+from exporter.vantage import Verdict, judge
 
 # Upper bounds (seconds) of the probe latency histogram; a final +Inf bucket is implicit.
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )
+_DEFAULT_RATIO = VantagePolicy().min_healthy_ratio
 _NO_LATENCIES = (0,) * (len(LATENCY_BUCKETS) + 1)
 RECENT_PROBES = 200
 RECENT_FAILURES = 100
+log = logging.getLogger("exporter.vantage")
 
 
 class Histogram:
@@ -57,7 +67,8 @@ class Histogram:
 class CheckState:
     """Everything exported for one scheduled check. Counters start at zero and survive reloads."""
 
-    __slots__ = ("check", "last", "runs", "failures", "buckets", "latency_sum", "last_run")
+    __slots__ = ("check", "last", "runs", "failures", "buckets", "latency_sum", "last_run", "inconclusive",
+                 "inconclusive_total")
 
     def __init__(self, check: Check) -> None:
         self.check = check
@@ -67,6 +78,8 @@ class CheckState:
         self.buckets: list[int] | None = None  # per-bucket latency counts (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.last_run = 0.0  # unix time the latest run finished; 0 until the first run
+        self.inconclusive = False  # the latest result failed while the region's vantage was unhealthy
+        self.inconclusive_total = 0  # failed runs not counted as failures for that reason
 
     def cumulative_buckets(self) -> list[int]:
         """Latency counts per ``le`` bound of LATENCY_BUCKETS, then +Inf (== runs)."""
@@ -85,6 +98,9 @@ class ResultStore:
         self._states: dict[str, CheckState] = {}
         self._recent: deque[RecentProbe] = deque(maxlen=recent)
         self._recent_failures: deque[RecentProbe] = deque(maxlen=recent_failures)
+        self._controls: dict[str, list[CheckState]] = {}  # region -> its control checks, in load order
+        self._policy: dict[str, float] = {}  # region -> min_healthy_ratio
+        self._healthy: dict[str, bool] = {}  # region -> the vantage verdict last logged
         self.generation = 0  # bumped by set_checks: lets readers cache per-check text until the next load
 
     # --- writers ----------------------------------------------------------------------------------------
@@ -105,6 +121,12 @@ class ResultStore:
                 state.check = check
             states[check.key] = state
         self._states = states
+        self._controls, self._policy = {}, {}
+        for state in states.values():
+            check = state.check
+            self._policy.setdefault(check.region, check.vantage.min_healthy_ratio)
+            if check.control:
+                self._controls.setdefault(check.region, []).append(state)
         self.generation += 1
 
     def record(self, check: Check, result: ProbeResult) -> None:
@@ -114,7 +136,14 @@ class ResultStore:
             return
         state.last = result
         state.runs += 1
-        if not result.success:
+        current = state.check
+        if current.control:
+            self._note_vantage(current.region)
+        state.inconclusive = (not result.success and not current.control
+                              and not self.vantage(current.region).healthy)
+        if state.inconclusive:
+            state.inconclusive_total += 1
+        elif not result.success:
             failures = state.failures
             if failures is None:
                 failures = state.failures = {}
@@ -131,6 +160,18 @@ class ResultStore:
         self._recent.append(entry)
         if not result.success:
             self._recent_failures.append(entry)
+
+    def _note_vantage(self, region: str) -> None:
+        """Log when a control's result turns the region's vantage unhealthy or healthy again."""
+        verdict = self.vantage(region)
+        if verdict.healthy == self._healthy.get(region, True):
+            return
+        self._healthy[region] = verdict.healthy
+        if verdict.healthy:
+            log.info("vantage healthy again", extra={"fields": {"region": region}})
+        else:
+            log.warning("vantage unhealthy: failures of the region's other checks are inconclusive",
+                        extra={"fields": {"region": region, "reason": verdict.reason}})
 
     # --- readers ----------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -150,6 +191,15 @@ class ResultStore:
     def states(self) -> Iterator[CheckState]:
         """States in load order (stable between two ``set_checks`` calls)."""
         return iter(self._states.values())
+
+    def vantage(self, region: str) -> Verdict:
+        """The region's vantage verdict from its controls' latest results (healthy without controls)."""
+        controls = self._controls.get(region, ())
+        return judge(region, ((s.check, s.last) for s in controls), self._policy.get(region, _DEFAULT_RATIO))
+
+    def vantages(self) -> list[Verdict]:
+        """A verdict for every region with loaded checks, in load order."""
+        return [self.vantage(region) for region in self._policy]
 
     def recent(self) -> list[RecentProbe]:
         """The latest probes, newest first."""

@@ -49,14 +49,15 @@ class Runtime:
             raise ConfigError("regions", f"--region {self.region!r} is not a configured region (known: {known})")
         return config
 
-    def _expand(self, config: Config) -> list[Check]:
+    def expand_checks(self, config: Config) -> list[Check]:
+        """The checks this process schedules for ``config`` (all regions, or only the --region one)."""
         only = self.region if self.region is not None and config.regions else None
         return checks_mod.expand(config, only_region=only)
 
     async def start(self) -> None:
         config = self.load()
         self.config = config
-        self.checks = self._expand(config)
+        self.checks = self.expand_checks(config)
         self.scheduler = Scheduler(self.store, PROBERS, concurrency=config.defaults.concurrency)
         self.looplag = LoopLagMonitor()
         self.looplag.start()
@@ -81,7 +82,7 @@ class Runtime:
             if self.config is not None and config.checksum == self.config.checksum:
                 self.self_metrics.reload_succeeded()
                 return True, "config unchanged"
-            new_checks = self._expand(config)
+            new_checks = self.expand_checks(config)
             assert self.scheduler is not None
             await self.scheduler.reload(new_checks)
             self.config, self.checks = config, new_checks

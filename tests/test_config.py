@@ -57,6 +57,34 @@ INVALID = {
     "invalid-accept-encoding.yml":
         'modules.web.http.headers: Accept-Encoding "br, gzip;q=0" does not accept the configured '
         'compression "gzip"',
+    "invalid-authoritative-and-module.yml":
+        'services[0].checks[0].authoritative: set "module" or "authoritative", not both',
+    "invalid-authoritative-duplicate-nameserver.yml":
+        'services[0].checks[0].authoritative.nameservers[1]: duplicate nameserver address "127.0.0.9:5300" '
+        "(already used at services[0].checks[0].authoritative.nameservers[0])",
+    "invalid-authoritative-nameserver.yml":
+        'services[0].checks[0].authoritative.nameservers[0]: invalid nameserver "a.ns.facebook.com": expected '
+        '"name=ip[:port]" or "ip[:port]" (the address is not looked up)',
+    "invalid-authoritative-no-zone.yml": 'services[0].checks[0].authoritative: missing required key "zone"',
+    "invalid-authoritative-port.yml":
+        "services[0].checks[0].authoritative.port: must be a port number (1-65535), got 70000",
+    "invalid-authoritative-query-name-outside.yml":
+        'services[0].checks[0].authoritative.query_names[1]: "www.fb.com" is not in zone facebook.com (its '
+        "nameservers only answer for the zone)",
+    "invalid-authoritative-rediscover.yml":
+        "services[0].checks[0].authoritative.rediscover_interval: must not be shorter than the check's interval "
+        "(15s), got 10s",
+    "invalid-authoritative-root-zone.yml":
+        "services[0].checks[0].authoritative.zone: must be a zone below the root (it is read from its parent's "
+        "delegation)",
+    "invalid-authoritative-static-and-parents.yml":
+        'services[0].checks[0].authoritative.parents: only applies when nameservers are discovered (a static '
+        '"nameservers" list is set)',
+    "invalid-authoritative-targets.yml":
+        "services[0].checks[0].targets: does not apply to authoritative checks (they ask the zone's nameservers, "
+        "set under authoritative)",
+    "invalid-authoritative-transport.yml":
+        'services[0].checks[0].authoritative.transports[1]: invalid value "tls" (allowed: "udp", "tcp")',
     "invalid-basic-auth.yml": "modules.web.http.basic_auth: set password or password_file, not both",
     "invalid-body-regex.yml":
         'modules.http_2xx.http.fail_if_body_matches_regexp[1]: invalid regular expression "(unclosed": '
@@ -114,6 +142,8 @@ INVALID = {
         'modules.web.http.preferred_ip_protocol: invalid value "ipv4" (allowed: "ip4", "ip6")',
     "invalid-latitude.yml": "regions[0].latitude: must be between -90 and 90, got 91",
     "invalid-longitude-type.yml": "regions[0].longitude: expected a number, got a string",
+    "invalid-missing-module.yml":
+        'services[0].checks[0]: missing required key "module" (or "authoritative" for a nameserver check)',
     "invalid-missing-prober.yml": 'modules.web: missing required key "prober"',
     "invalid-missing-service-name.yml": 'services[0]: missing required key "name"',
     "invalid-missing-targets.yml":
@@ -149,6 +179,11 @@ INVALID = {
         '"TLS13")',
     "invalid-top-level-list.yml":
         "the configuration must be a mapping (keys: defaults, modules, regions, services), got a list",
+    "invalid-two-path-key.yml":
+        'services[0].checks[0].two_path.max-age: unknown key "max-age"; did you mean "max_age"? (allowed: '
+        "enabled, max_age)",
+    "invalid-two-path-on-dns.yml":
+        'services[0].checks[0].two_path: only applies to http checks (the module\'s prober is "dns")',
     "invalid-unknown-http-key.yml":
         'modules.http_2xx.http.valid_status_code: unknown key "valid_status_code"; did you mean '
         '"valid_status_codes"? (allowed: basic_auth, bearer_token, bearer_token_file, body, body_size_limit, '
@@ -167,6 +202,7 @@ INVALID = {
         "(allowed: defaults, modules, regions, services)",
     "invalid-unsupported-blackbox-key.yml":
         'modules.api.http.oauth2: blackbox_exporter option "oauth2" is not supported by outage-exporter',
+    "invalid-vantage-ratio.yml": "regions[0].vantage.min_healthy_ratio: must be between 0 and 1, got 1.5",
     "invalid-wrong-type.yml": "defaults.concurrency: expected an integer, got a string",
     "invalid-yaml-syntax.yml":
         "{file}:5:11: invalid YAML: mapping values are not allowed here",

@@ -484,7 +484,7 @@ async def test_a_bug_becomes_an_internal_result_not_an_exception(zone, monkeypat
 def test_registry_maps_every_prober():
     from exporter.probers import PROBERS
 
-    assert set(PROBERS) == {"http", "dns", "tcp"}
+    assert set(PROBERS) == {"http", "dns", "tcp", "authoritative"}
     assert PROBERS["dns"] is probe
 
 

@@ -65,11 +65,25 @@ def test_exact_text_of_a_check_that_never_ran():
         "# HELP outage_probe_runs_total Probe runs completed since the check was loaded.\n"
         "# TYPE outage_probe_runs_total counter\n"
         f"outage_probe_runs_total{{{ID}}} 0\n"
+        "# HELP outage_probe_inconclusive_total Failed probe runs not counted as failures because the region's "
+        "vantage was unhealthy.\n"
+        "# TYPE outage_probe_inconclusive_total counter\n"
+        f"outage_probe_inconclusive_total{{{ID}}} 0\n"
         "# HELP outage_probe_latency_seconds Duration of every probe run, in seconds.\n"
         "# TYPE outage_probe_latency_seconds histogram\n"
         + zero_buckets
         + f"outage_probe_latency_seconds_sum{{{ID}}} 0.0\n"
         f"outage_probe_latency_seconds_count{{{ID}}} 0\n"
+        "# HELP outage_vantage_healthy Whether the region's control checks say its vantage is healthy (1) or "
+        "not (0).\n"
+        "# TYPE outage_vantage_healthy gauge\n"
+        'outage_vantage_healthy{region="r"} 1\n'
+        "# HELP outage_vantage_controls Control checks loaded in the region.\n"
+        "# TYPE outage_vantage_controls gauge\n"
+        'outage_vantage_controls{region="r"} 0\n'
+        "# HELP outage_vantage_controls_failing Control checks of the region whose latest run failed.\n"
+        "# TYPE outage_vantage_controls_failing gauge\n"
+        'outage_vantage_controls_failing{region="r"} 0\n'
     )
 
 

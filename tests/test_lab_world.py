@@ -369,8 +369,14 @@ async def test_generated_config_passes_the_strict_loader(world):
     assert all(c.control for c in services["control-b"].checks)
     assert not any(c.control for c in services["facebook"].checks)
     checks = expand(config)
-    per_site = len(world.regions) * 2 + len(world.regions)  # dns via each resolver + one http per region
+    # dns via each resolver + one http and one authoritative check per region
+    per_site = len(world.regions) * 2 + len(world.regions) * 2
     assert len(checks) == len(world.sites) * per_site
+    authns = [c for c in checks if c.service == "facebook" and c.check == "authns"]
+    assert {c.target for c in authns} == {"facebook.com"}
+    assert {c.authoritative.parents[0].name for c in authns} == {world.parent_address}
+    assert {c.authoritative.port for c in authns} == {world.dns_port}
+    assert all(c.two_path is not None and c.two_path.enabled for c in checks if c.prober == "http")
     http = [c for c in checks if c.service == "instagram" and c.prober == "http"]
     assert {c.target for c in http} == {world.url("instagram")}
     assert {c.resolvers[0].name for c in http} == {world.resolver_addresses(r)[0] for r in world.region_names}

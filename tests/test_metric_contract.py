@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from exporter.checks import Check
+from exporter.config.model import AuthoritativeCheck, TwoPath
 from exporter.exposition import SelfMetrics, render_metrics, render_probe_result
 from exporter.exposition.probe import UNEXPORTED_DETAILS
 from exporter.looplag import LoopLagMonitor
 from exporter.probers import result as r
-from exporter.probers.result import ProbeResult
+from exporter.probers.result import NameserverResult, ProbeResult, ZoneReport
 from exporter.results import ResultStore
 from exporter.scheduler import Scheduler
 from tests.helpers.contract import (
@@ -30,6 +31,8 @@ HTTP_OK = make_result(
         r.D_IP_PROTOCOL: 4, r.D_ADDRESS: "127.0.0.1", r.D_TLS: 1, r.D_TLS_VERSION: "TLS 1.3",
         r.D_CERT_EXPIRY: 1.9e9, r.D_HTTP_STATUS: 200, r.D_HTTP_VERSION: 1.1, r.D_HTTP_REDIRECTS: 1,
         r.D_HTTP_CONTENT_LENGTH: 512, r.D_HTTP_BODY_BYTES: 2048, r.D_FAILED_DUE_TO_REGEX: 0,
+        r.D_PINNED_SUCCESS: 1, r.D_PINNED_DURATION: 0.04, r.D_PINNED_STATUS: 200, r.D_PINNED_AGE: 12.5,
+        r.D_PINNED_ADDRESS: "127.0.0.2",
     },
 )
 DNS_OK = make_result(
@@ -47,6 +50,23 @@ TCP_OK = make_result(
 )
 HTTP_FAILED = make_result(False, reason=r.HTTP_STATUS, details={r.D_HTTP_STATUS: 503, r.D_IP_PROTOCOL: 4})
 DNS_FAILED = make_result(False, reason=r.DNS_TIMEOUT, phases={"connect": 0.0001})
+ZONE = AuthoritativeCheck(zone="example.test")
+ZONE_RESULT = make_result(
+    False,
+    reason=r.DNS_TIMEOUT,
+    zone=ZoneReport(
+        zone="example.test",
+        nameservers=(
+            NameserverResult("ns1.example.test", "127.0.0.53", "udp", True, None, 0.002, 0, True, 2021100401),
+            NameserverResult("ns1.example.test", "127.0.0.53", "tcp", False, r.DNS_NOT_AUTHORITATIVE, 0.003, 0,
+                             False, 2021100401),
+            NameserverResult("ns2.example.test", "127.0.0.54", "udp", False, r.DNS_TIMEOUT, 0.5),
+        ),
+        discovery_success=True,
+        last_discovery=1_700_000_000.0,
+        set_changes=1,
+    ),
+)
 FIXTURE_RESULTS: dict[str, list[ProbeResult]] = {
     "http": [HTTP_OK, HTTP_FAILED],
     "dns": [DNS_OK, DNS_FAILED],
@@ -60,10 +80,16 @@ def _store() -> ResultStore:
     recorded: list[tuple[Check, ProbeResult]] = []
     for prober, results in FIXTURE_RESULTS.items():
         for i, result in enumerate(results):
-            check = make_check(f"{prober}-{i}", prober=prober, service=f"svc-{prober}", control=(i == 0))
+            two_path = TwoPath() if prober == "http" else None
+            check = make_check(f"{prober}-{i}", prober=prober, service=f"svc-{prober}", control=(i == 0),
+                               two_path=two_path)
             recorded.append((check, result))
     every_reason = make_check("every-reason", prober="tcp")
     recorded += [(every_reason, make_result(False, reason=reason)) for reason in r.REASONS]
+    recorded.append((make_check("authns", service="svc-zone", authoritative=ZONE), ZONE_RESULT))
+    # a region whose only control fails: its vantage is unhealthy and its other failure inconclusive
+    recorded.append((make_check("control", region="ap", service="ctl", control=True), make_result(False)))
+    recorded.append((make_check("home", region="ap", service="svc-ap"), make_result(False)))
     never_ran = make_check("idle", prober="http", service="idle")
     store = ResultStore()
     store.set_checks(list(dict.fromkeys([check for check, _ in recorded] + [never_ran])))

@@ -37,6 +37,10 @@ Regions and resolvers
     blackbox.yml (modules only, used through ``/probe``) loads on any host.
 
 Checks
+    A check has either ``module`` (with targets or a query name) or ``authoritative`` (a zone whose
+    nameservers are asked directly; keys such as ``targets`` and ``two_path`` do not apply to it).
+    ``two_path`` only applies to http checks.
+
     ``interval`` defaults to ``defaults.interval``. ``timeout`` defaults to ``defaults.timeout`` capped
     at the check's interval; an explicit timeout longer than the interval is an error. A module's own
     ``timeout`` stays on the module; :func:`exporter.checks.expand` uses the smaller of the two.
@@ -69,6 +73,8 @@ import yaml
 from exporter import checks
 from exporter.config.durations import format_duration, parse_duration, parse_size
 from exporter.config.model import (
+    AUTHORITATIVE_MODULE,
+    AuthoritativeCheck,
     BasicAuth,
     CheckConfig,
     Config,
@@ -82,8 +88,11 @@ from exporter.config.model import (
     Resolver,
     RRValidator,
     Service,
+    StaticNameserver,
     TCPProbe,
     TLSConfig,
+    TwoPath,
+    VantagePolicy,
 )
 
 log = logging.getLogger(__name__)
@@ -800,7 +809,8 @@ def _modules(raw: Any, path: str) -> dict[str, Module]:
 
 _TOP_KEYS = ("defaults", "modules", "regions", "services")
 _DEFAULTS_KEYS = ("interval", "timeout", "concurrency")
-_REGION_KEYS = ("name", "resolvers", "display_name", "latitude", "longitude")
+_REGION_KEYS = ("name", "resolvers", "display_name", "latitude", "longitude", "vantage")
+_VANTAGE_KEYS = ("min_healthy_ratio",)
 _DEFAULTS = Defaults()
 
 
@@ -865,10 +875,23 @@ def _region(raw: Any, path: str, local: str, system: _SystemResolvers) -> tuple[
         display_name=s.get("display_name", _str, ""),
         latitude=s.get("latitude", _coordinate(90), None),
         longitude=s.get("longitude", _coordinate(180), None),
+        vantage=s.get("vantage", _vantage, VantagePolicy()),
     )
     if (region.latitude is None) != (region.longitude is None):
         raise ConfigError(path, "latitude and longitude must be set together")
     return region, name is not None
+
+
+def _vantage(raw: Any, path: str) -> VantagePolicy:
+    s = _Section(raw, path, _VANTAGE_KEYS)
+    return VantagePolicy(min_healthy_ratio=s.get("min_healthy_ratio", _ratio, VantagePolicy().min_healthy_ratio))
+
+
+def _ratio(v: Any, p: str) -> float:
+    x = _number(v, p)
+    if not 0 <= x <= 1:
+        raise ConfigError(p, f"must be between 0 and 1, got {v}")
+    return x
 
 
 def _coordinate(limit: int) -> Parser[float]:
@@ -921,8 +944,13 @@ def _implicit_region(local: str, system: _SystemResolvers, needed: bool) -> Regi
 # --- Services and checks ---------------------------------------------------------------------------------
 
 _SERVICE_KEYS = ("name", "provider", "checks")
-_CHECK_KEYS = ("name", "module", "query_name", "targets", "target", "interval", "timeout", "control",
-               "regions")
+_CHECK_KEYS = ("name", "module", "authoritative", "query_name", "targets", "target", "interval", "timeout",
+               "control", "regions", "two_path")
+_AUTHORITATIVE_KEYS = ("zone", "port", "nameservers", "parents", "transports", "query_names", "ip_protocols",
+                       "rediscover_interval")
+_TWO_PATH_KEYS = ("enabled", "max_age")
+_NOT_FOR_AUTHORITATIVE = ("query_name", "targets", "target", "two_path")
+_AUTHORITATIVE = AuthoritativeCheck(zone="")
 _TARGET_HINTS = {
     "http": 'an http check needs targets (URLs such as "https://example.com/")',
     "tcp": 'a tcp check needs targets (host:port such as "example.com:443")',
@@ -964,6 +992,10 @@ def _check(raw: Any, path: str, service: str, scope: _Scope, names: _Names) -> C
     s = _Section(raw, path, _CHECK_KEYS)
     name = s.require("name", _name)
     names.add(name, s.path_of("name"))
+    if s.has("authoritative"):
+        return _authoritative_check(s, name, scope)
+    if not s.has("module"):
+        raise ConfigError(s.path, 'missing required key "module" (or "authoritative" for a nameserver check)')
     module = s.require("module", lambda v, p: _check_module(v, p, f"{service}/{name}", scope.modules))
     query_name = _check_query_name(s, module, scope.modules)
     targets = _targets(s, module.prober)
@@ -977,7 +1009,182 @@ def _check(raw: Any, path: str, service: str, scope: _Scope, names: _Names) -> C
         timeout=_timeout_within(s, interval, scope.defaults.timeout),
         control=s.get("control", _bool, False),
         regions=s.get("regions", lambda v, p: _region_refs(v, p, scope.regions), ()),
+        two_path=_check_two_path(s, module),
     )
+
+
+def _check_two_path(s: _Section, module: Module) -> TwoPath | None:
+    if not s.has("two_path"):
+        return None
+    if module.prober != "http":
+        raise ConfigError(s.path_of("two_path"), f'only applies to http checks (the module\'s prober is '
+                                                 f'"{module.prober}")')
+    return s.get("two_path", _two_path, None)
+
+
+def _two_path(raw: Any, path: str) -> TwoPath:
+    s = _Section(raw, path, _TWO_PATH_KEYS)
+    return TwoPath(enabled=s.get("enabled", _bool, True), max_age=s.get("max_age", _duration, TwoPath().max_age))
+
+
+# --- Authoritative nameserver checks ---------------------------------------------------------------------
+
+
+def _authoritative_check(s: _Section, name: str, scope: _Scope) -> CheckConfig:
+    """A check with ``authoritative:`` instead of a module: its nameservers are its targets."""
+    if s.has("module"):
+        raise ConfigError(s.path_of("authoritative"), 'set "module" or "authoritative", not both')
+    for key in _NOT_FOR_AUTHORITATIVE:
+        if s.has(key):
+            raise ConfigError(s.path_of(key), "does not apply to authoritative checks (they ask the zone's "
+                                              "nameservers, set under authoritative)")
+    interval = s.get("interval", _duration, scope.defaults.interval)
+    settings = s.get("authoritative", _authoritative, _AUTHORITATIVE)
+    if not settings.nameservers and settings.rediscover_interval < interval:
+        raise ConfigError(_child(s.path_of("authoritative"), "rediscover_interval"),
+                          f"must not be shorter than the check's interval ({format_duration(interval)}), "
+                          f"got {format_duration(settings.rediscover_interval)}")
+    return CheckConfig(
+        name=name,
+        module=AUTHORITATIVE_MODULE,
+        interval=interval,
+        timeout=_timeout_within(s, interval, scope.defaults.timeout),
+        control=s.get("control", _bool, False),
+        regions=s.get("regions", lambda v, p: _region_refs(v, p, scope.regions), ()),
+        authoritative=settings,
+    )
+
+
+def _authoritative(raw: Any, path: str) -> AuthoritativeCheck:
+    s = _Section(raw, path, _AUTHORITATIVE_KEYS)
+    zone = s.require("zone", _zone)
+    port = s.get("port", _port_number, _AUTHORITATIVE.port)
+    nameservers = s.get("nameservers", lambda v, p: _unique(v, p, _static_nameserver(port), "nameserver address",
+                                                             _static_key), ())
+    if s.has("nameservers") and not nameservers:
+        raise ConfigError(s.path_of("nameservers"), "must not be empty (leave it out to discover them)")
+    if nameservers:
+        for key in ("parents", "rediscover_interval"):
+            if s.has(key):
+                raise ConfigError(s.path_of(key), "only applies when nameservers are discovered (a static "
+                                                  '"nameservers" list is set)')
+    return AuthoritativeCheck(
+        zone=zone,
+        nameservers=nameservers,
+        parents=s.get("parents", lambda v, p: _nonempty_unique(v, p, _server_address(port), "parent",
+                                                                _resolver_name), ()),
+        transports=s.get("transports", _choices(("udp", "tcp"), "transport"), _AUTHORITATIVE.transports),
+        query_names=s.get("query_names", lambda v, p: _nonempty_unique(v, p, _name_in(zone), "query name",
+                                                                        _name_key), ()),
+        ip_protocols=s.get("ip_protocols", _choices(("ip4", "ip6"), "IP protocol"), _AUTHORITATIVE.ip_protocols),
+        rediscover_interval=s.get("rediscover_interval", _duration, _AUTHORITATIVE.rediscover_interval),
+        port=port,
+    )
+
+
+def _zone(v: Any, p: str) -> str:
+    text = _dns_name(v, p)
+    name = dns.name.from_text(text)
+    if name == dns.name.root:
+        raise ConfigError(p, "must be a zone below the root (it is read from its parent's delegation)")
+    return name.to_text(omit_final_dot=True).lower()
+
+
+def _name_in(zone: str) -> Parser[str]:
+    origin = dns.name.from_text(zone)
+
+    def parse(v: Any, p: str) -> str:
+        text = _dns_name(v, p)
+        if not dns.name.from_text(text).is_subdomain(origin):
+            raise ConfigError(p, f'"{text}" is not in zone {zone} (its nameservers only answer for the zone)')
+        return text
+
+    return parse
+
+
+def _port_number(v: Any, p: str) -> int:
+    n = _int(v, p)
+    if not 0 < n < 65536:
+        raise ConfigError(p, f"must be a port number (1-65535), got {n}")
+    return n
+
+
+def _server_address(default_port: int) -> Parser[Resolver]:
+    """``ip`` or ``ip:port`` (``[v6]:port``) of a DNS server asked directly; no port = ``default_port``."""
+
+    def parse(v: Any, p: str) -> Resolver:
+        text = _str(v, p).strip()
+        if "://" in text:
+            raise ConfigError(p, f'invalid nameserver address "{text}": expected ip or ip:port')
+        try:
+            server = checks.parse_dns_server(text)
+        except ValueError as e:
+            raise ConfigError(p, str(e).replace("resolver address", "nameserver address")) from None
+        explicit = text.count(":") == 1 or (text.startswith("[") and "]:" in text)
+        port = server.port if explicit else default_port
+        return Resolver(name=_join_host_port(server.host, port), host=server.host, port=port)
+
+    return parse
+
+
+def _static_nameserver(default_port: int) -> Parser[StaticNameserver]:
+    address = _server_address(default_port)
+
+    def parse(v: Any, p: str) -> StaticNameserver:
+        text = _str(v, p)
+        name, sep, rest = text.partition("=")
+        if sep:
+            name = dns.name.from_text(_dns_name(name.strip(), p)).to_text(omit_final_dot=True).lower()
+        try:
+            server = address(rest.strip() if sep else text, p)
+        except ConfigError:
+            raise ConfigError(p, f'invalid nameserver "{text}": expected "name=ip[:port]" or "ip[:port]" '
+                                 "(the address is not looked up)") from None
+        return StaticNameserver(name=name if sep else "", address=server.host, port=server.port)
+
+    return parse
+
+
+def _static_key(ns: StaticNameserver) -> str:
+    return _join_host_port(ns.address, ns.port)
+
+
+def _resolver_name(server: Resolver) -> str:
+    return server.name
+
+
+def _name_key(name: str) -> str:
+    return dns.name.from_text(name).to_text().lower()
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _unique(v: Any, p: str, item: Parser[T], what: str, key: Callable[[T], str] = str) -> tuple[T, ...]:
+    """A list whose items must differ by ``key`` (a duplicate points at the first use)."""
+    values = _list_of(item)(v, p)
+    seen = _Names(what)
+    for i, value in enumerate(values):
+        seen.add(key(value), _index(p, i))
+    return values
+
+
+def _nonempty_unique(v: Any, p: str, item: Parser[T], what: str, key: Callable[[T], str] = str) -> tuple[T, ...]:
+    values = _unique(v, p, item, what, key)
+    if not values:
+        raise ConfigError(p, "must not be empty (leave it out for the default)")
+    return values
+
+
+def _choices(options: tuple[str, ...], what: str) -> Parser[tuple[str, ...]]:
+    """A non-empty list of distinct values from ``options``."""
+    choice = _choice(options)
+
+    def parse(v: Any, p: str) -> tuple[str, ...]:
+        return _nonempty_unique(v, p, choice, what)
+
+    return parse
 
 
 def _check_module(v: Any, p: str, inline_name: str, modules: dict[str, Module]) -> Module:
@@ -1190,6 +1397,22 @@ def _mask_url(url: str) -> str:
     return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{SECRET}@", url, count=1)
 
 
+def _authoritative_doc(a: AuthoritativeCheck) -> dict[str, Any]:
+    doc: dict[str, Any] = {"zone": a.zone, "port": a.port}
+    if a.nameservers:
+        doc["nameservers"] = [(f"{ns.name}=" if ns.name else "") + _join_host_port(ns.address, ns.port)
+                              for ns in a.nameservers]
+    else:
+        if a.parents:
+            doc["parents"] = [p.name for p in a.parents]
+        doc["rediscover_interval"] = format_duration(a.rediscover_interval)
+    doc["transports"] = list(a.transports)
+    if a.query_names:
+        doc["query_names"] = list(a.query_names)
+    doc["ip_protocols"] = list(a.ip_protocols)
+    return doc
+
+
 def _region_doc(region: Region) -> dict[str, Any]:
     resolvers: list[str] = []
     for r in region.resolvers:
@@ -1202,6 +1425,8 @@ def _region_doc(region: Region) -> dict[str, Any]:
     if region.latitude is not None:
         doc["latitude"] = region.latitude
         doc["longitude"] = region.longitude
+    if region.vantage != VantagePolicy():
+        doc["vantage"] = {"min_healthy_ratio": region.vantage.min_healthy_ratio}
     return doc
 
 
@@ -1214,8 +1439,14 @@ def _service_doc(service: Service, modules: dict[str, Module]) -> dict[str, Any]
 
 
 def _check_doc(cc: CheckConfig, modules: dict[str, Module]) -> dict[str, Any]:
-    named = modules.get(cc.module.name) == cc.module
-    doc: dict[str, Any] = {"name": cc.name, "module": cc.module.name if named else _module_doc(cc.module)}
+    doc: dict[str, Any] = {"name": cc.name}
+    if cc.authoritative is not None:
+        doc["authoritative"] = _authoritative_doc(cc.authoritative)
+    else:
+        named = modules.get(cc.module.name) == cc.module
+        doc["module"] = cc.module.name if named else _module_doc(cc.module)
+    if cc.two_path is not None:
+        doc["two_path"] = {"enabled": cc.two_path.enabled, "max_age": format_duration(cc.two_path.max_age)}
     if cc.query_name:
         doc["query_name"] = cc.query_name
     if cc.targets:

@@ -110,7 +110,7 @@ class TCPProbe:
     source_ip_address: str | None = None
 
 
-ProberName = Literal["http", "dns", "tcp"]
+ProberName = Literal["http", "dns", "tcp", "authoritative"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +121,11 @@ class Module:
     http: HTTPProbe = field(default_factory=HTTPProbe)
     dns: DNSProbe = field(default_factory=DNSProbe)
     tcp: TCPProbe = field(default_factory=TCPProbe)
+
+
+AUTHORITATIVE_PROBER = "authoritative"
+AUTHORITATIVE_MODULE = Module(name="", prober=AUTHORITATIVE_PROBER)
+"""The module of every authoritative check: they have no blackbox module, only their own settings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,12 +139,55 @@ class Resolver:
 
 
 @dataclass(frozen=True, slots=True)
+class VantagePolicy:
+    """When a region's vantage counts as healthy, judged from its control checks."""
+
+    min_healthy_ratio: float = 0.5  # healthy while at least this share of the controls succeeds
+
+
+@dataclass(frozen=True, slots=True)
 class Region:
     name: str
     resolvers: tuple[Resolver, ...]
     display_name: str = ""
     latitude: float | None = None
     longitude: float | None = None
+    vantage: VantagePolicy = field(default_factory=VantagePolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class StaticNameserver:
+    """A nameserver given in the config rather than discovered: ``name=ip[:port]`` or ``ip[:port]``."""
+
+    name: str  # the NS name ("" when only an address was given)
+    address: str  # IP literal
+    port: int = 53
+
+
+@dataclass(frozen=True, slots=True)
+class AuthoritativeCheck:
+    """Settings of an authoritative nameserver check (``authoritative:`` on a check, instead of a module).
+
+    The zone's nameservers are discovered through the region's resolvers and from the parent zone's
+    delegation (or taken from ``nameservers``), and each address is asked directly, recursion off.
+    """
+
+    zone: str  # without the final dot
+    nameservers: tuple[StaticNameserver, ...] = ()  # a static list: no discovery
+    parents: tuple[Resolver, ...] = ()  # parent-zone servers to read the delegation from; () = find them
+    transports: tuple[str, ...] = ("udp", "tcp")
+    query_names: tuple[str, ...] = ()  # extra names asked (type A) on every nameserver
+    ip_protocols: tuple[str, ...] = ("ip4", "ip6")  # address families of the nameservers to probe
+    rediscover_interval: float = 300.0  # seconds between two discoveries of the nameserver set
+    port: int = 53  # port of the addresses learnt from NS records and glue
+
+
+@dataclass(frozen=True, slots=True)
+class TwoPath:
+    """HTTP ``two_path``: also probe the target's last known address, labelled path="pinned"."""
+
+    enabled: bool = True
+    max_age: float = 3600.0  # seconds a pinned address is used after DNS last returned it
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +202,8 @@ class CheckConfig:
     timeout: float = 10.0
     control: bool = False
     regions: tuple[str, ...] = ()  # empty = every region
+    authoritative: AuthoritativeCheck | None = None  # authoritative checks (with AUTHORITATIVE_MODULE)
+    two_path: TwoPath | None = None  # http checks only
 
 
 @dataclass(frozen=True, slots=True)

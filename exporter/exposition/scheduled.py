@@ -13,6 +13,7 @@ import weakref
 from dataclasses import dataclass
 
 from exporter.checks import IDENTITY_LABELS
+from exporter.exposition.authoritative import AUTHORITATIVE_FAMILIES, write_zone, zone_labels
 from exporter.exposition.probe import (
     RESULT_FAMILIES,
     Family,
@@ -25,6 +26,8 @@ from exporter.exposition.probe import (
     new_pieces,
     write_result,
 )
+from exporter.exposition.twopath import TWO_PATH_FAMILIES, write_paths
+from exporter.exposition.vantage import VANTAGE_FAMILIES, write_vantages
 from exporter.results import LATENCY_BUCKETS, CheckState, ResultStore
 
 CHECK_INFO = Family(
@@ -39,12 +42,23 @@ LATENCY = Family("outage_probe_latency_seconds", "histogram", "Duration of every
 LAST_RUN = Family(
     "outage_probe_last_run_timestamp_seconds", "gauge", "Unix time at which the latest probe run finished."
 )
+INCONCLUSIVE = Family(
+    "outage_probe_inconclusive",
+    "gauge",
+    "Whether the latest run failed while the region's vantage was unhealthy (1), so it is not a service failure.",
+)
+INCONCLUSIVE_TOTAL = Family(
+    "outage_probe_inconclusive_total",
+    "counter",
+    "Failed probe runs not counted as failures because the region's vantage was unhealthy.",
+)
 
 YIELD_EVERY = 500  # checks rendered between two yields to the event loop (async rendering)
 YIELD_EVERY_CHUNKS = 200  # encoded chunks (~20 kB each) between two yields
 
 SCHEDULED_FAMILIES: tuple[Family, ...] = (
-    CHECK_INFO, INTERVAL, *RESULT_FAMILIES, RUNS, FAILURES, LATENCY, LAST_RUN,
+    CHECK_INFO, INTERVAL, *RESULT_FAMILIES, RUNS, FAILURES, INCONCLUSIVE, INCONCLUSIVE_TOTAL, LATENCY, LAST_RUN,
+    *TWO_PATH_FAMILIES, *AUTHORITATIVE_FAMILIES, *VANTAGE_FAMILIES,
 )
 
 
@@ -57,6 +71,9 @@ class _CheckText:
     prober: str
     info_line: str
     interval_line: str
+    control: bool
+    two_path: bool
+    zone: str | None  # authoritative checks: the labels of their zone series (exposition.authoritative)
 
 
 def _check_text(state: CheckState) -> _CheckText:
@@ -74,6 +91,9 @@ def _check_text(state: CheckState) -> _CheckText:
         prober=check.prober,
         info_line=info_line,
         interval_line=interval_line,
+        control=check.control,
+        two_path=check.two_path is not None and check.two_path.enabled,
+        zone=zone_labels(check) if check.authoritative is not None else None,
     )
 
 
@@ -112,11 +132,19 @@ def _write_check(state: CheckState, text: _CheckText, pieces: Pieces) -> None:
         failures = pieces[FAILURES.name]
         for reason, count in state.failures.items():
             failures += (FAILURES.name, text.open_, label_pair("reason", reason), "} ", str(count), "\n")
+    if not text.control:
+        pieces[INCONCLUSIVE_TOTAL.name] += (INCONCLUSIVE_TOTAL.name, plain, str(state.inconclusive_total), "\n")
     _write_histogram(text, state, pieces[LATENCY.name])
     result = state.last
     if result is not None:
         pieces[LAST_RUN.name] += (LAST_RUN.name, plain, format_value(state.last_run) or "0", "\n")
         write_result(result, text.prober, plain, text.open_, pieces)
+        if not text.control:
+            pieces[INCONCLUSIVE.name] += (INCONCLUSIVE.name, plain, "1\n" if state.inconclusive else "0\n")
+        if text.two_path:
+            write_paths(result, plain, text.open_, pieces)
+        if text.zone is not None and result.zone is not None:
+            write_zone(text.zone, result.zone, pieces)
 
 
 def render_scheduled(store: ResultStore) -> str:
@@ -129,6 +157,7 @@ def render_scheduled_chunks(store: ResultStore) -> list[bytes]:
     pieces = new_pieces(SCHEDULED_FAMILIES)
     for state, text in zip(store.states(), _check_texts(store), strict=True):
         _write_check(state, text, pieces)
+    write_vantages(store.vantages(), pieces)
     return encode_pieces(SCHEDULED_FAMILIES, pieces)
 
 
@@ -144,6 +173,7 @@ async def render_scheduled_chunks_async(store: ResultStore, *, batch: int = YIEL
         _write_check(state, text, pieces)
         if i % batch == 0:
             await asyncio.sleep(0)
+    write_vantages(store.vantages(), pieces)
     chunks: list[bytes] = []
     for chunk in iter_encoded(SCHEDULED_FAMILIES, pieces):
         chunks.append(chunk)

@@ -1,9 +1,12 @@
 """The exporter configuration that probes a lab world, as the dict its YAML file would load into.
 
-Per site: a ``dns`` check (the site's www name asked through each of the region's resolvers) and an
-``http``/``https`` check of its URL. The HTTP check resolves the hostname through the same resolvers,
-so a DNS outage also shows up as a DNS failure of the HTTP check, and each region reaches its own edge
-because the lab's zones answer per region. Control sites carry ``control: true``.
+Per site: a ``dns`` check (the site's www name asked through each of the region's resolvers), an
+``http``/``https`` check of its URL, and an ``authns`` check asking the nameservers of the site's zone
+directly (discovered from the lab's parent server, whose address and the shared DNS port the config
+carries). The HTTP check resolves the hostname through the same resolvers, so a DNS outage also shows up
+as a DNS failure of the HTTP check, and each region reaches its own edge because the lab's zones answer
+per region; with ``two_path`` it also probes the edge address DNS gave last, so "DNS gone, origin alive"
+can be told from "origin gone too". Control sites carry ``control: true``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ if TYPE_CHECKING:
 INTERVAL = "5s"
 TIMEOUT = "4s"  # ISP-style resolvers take longer than this to give up on a silent nameserver
 CONCURRENCY = 64
+PINNED_MAX_AGE = "1h"  # wall time: longer than a replayed DNS outage lasts, so the pinned path stays up
 
 
 def exporter_config(world: World) -> dict:
@@ -50,6 +54,9 @@ def _service(world: World, name: str) -> dict:
         "checks": [
             {"name": "dns", "module": "dns_a", "query_name": site.hostname, "control": site.control},
             {"name": world.scheme, "module": "http_2xx", "targets": [world.url(site.name)],
-             "control": site.control},
+             "two_path": {"enabled": True, "max_age": PINNED_MAX_AGE}, "control": site.control},
+            {"name": "authns", "control": site.control, "authoritative": {
+                "zone": site.zone, "parents": [world.parent_address], "port": world.dns_port,
+                "ip_protocols": ["ip4"], "query_names": [site.hostname]}},
         ],
     }

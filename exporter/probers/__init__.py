@@ -21,6 +21,7 @@ _MODULES: dict[str, str] = {
     "http": "exporter.probers.http",
     "dns": "exporter.probers.dns",
     "tcp": "exporter.probers.tcp",
+    "authoritative": "exporter.probers.authoritative",
 }
 
 

@@ -41,7 +41,7 @@ from exporter import __version__
 from exporter.checks import Check
 from exporter.config.model import MAX_BODY_BYTES, MAX_REDIRECTS, HTTPProbe
 from exporter.probers import result as r
-from exporter.probers import tlsutil
+from exporter.probers import tlsutil, twopath
 from exporter.probers.resolve import ip_literal
 from exporter.probers.result import ProbeResult
 from exporter.probers.tcp import (
@@ -213,12 +213,28 @@ class _Hop:
 
 
 async def probe(check: Check, *, deadline: float) -> ProbeResult:
+    if check.two_path is not None and check.two_path.enabled:
+        return await twopath.probe(check, deadline=deadline, probe_once=probe_target)
+    result, _ = await probe_target(check, deadline=deadline)
+    return result
+
+
+async def probe_target(check: Check, *, deadline: float) -> tuple[ProbeResult, twopath.Origin | None]:
+    """One probe of the check's URL, and where its host name led: the address the first request was sent
+    to with the Host header and TLS server name it used (None when the name did not resolve)."""
     attempt = Attempt()
-    return await attempt.run(lambda: _Run(check, attempt, deadline).run(), deadline)
+    runs: list[_Run] = []
+
+    async def work() -> None:  # _Run is built inside the attempt, so a bug there becomes ``internal``
+        runs.append(_Run(check, attempt, deadline))
+        await runs[0].run()
+
+    result = await attempt.run(work, deadline)
+    return result, runs[0].first if runs else None
 
 
 class _Run:
-    __slots__ = ("check", "cfg", "prep", "attempt", "deadline", "origin")
+    __slots__ = ("check", "cfg", "prep", "attempt", "deadline", "origin", "first")
 
     def __init__(self, check: Check, attempt: Attempt, deadline: float) -> None:
         self.check = check
@@ -227,6 +243,7 @@ class _Run:
         self.attempt = attempt
         self.deadline = deadline
         self.origin: tuple[str, str, int | None] | None = None
+        self.first: twopath.Origin | None = None
 
     async def run(self) -> None:
         details = self.attempt.details
@@ -269,6 +286,8 @@ class _Run:
         address = await attempt.resolve(host, self.check.resolvers, prefer=cfg.preferred_ip_protocol,
                                         fallback=cfg.ip_protocol_fallback, deadline=self.deadline)
         host_header = self._host_for(url, same_origin)
+        if self.first is None:
+            self.first = twopath.Origin(address=address, host_header=host_header)
         headers = self._headers(url, host_header, same_origin)
         tls = url.scheme == "https"
         sni = self._sni(host, same_origin) if tls else None

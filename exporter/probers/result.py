@@ -22,6 +22,7 @@ DNS_NO_ANSWER = "dns_no_answer"  # NOERROR but no usable record (NODATA), or no 
 DNS_RCODE = "dns_rcode"  # any other rcode not accepted by valid_rcodes (FORMERR, NOTIMP, ...)
 DNS_ANSWER_MISMATCH = "dns_answer_mismatch"  # validate_*_rrs regexps rejected the answer
 DNS_MALFORMED = "dns_malformed"  # unparsable or mismatched response
+DNS_NOT_AUTHORITATIVE = "dns_not_authoritative"  # a nameserver asked directly answered without the AA flag
 CONN_REFUSED = "conn_refused"
 CONN_TIMEOUT = "conn_timeout"
 CONN_RESET = "conn_reset"
@@ -43,9 +44,10 @@ INTERNAL = "internal"  # a bug in the exporter; logged with a traceback
 
 REASONS: tuple[str, ...] = (
     DNS_NXDOMAIN, DNS_SERVFAIL, DNS_REFUSED, DNS_TIMEOUT, DNS_NO_ANSWER, DNS_RCODE, DNS_ANSWER_MISMATCH,
-    DNS_MALFORMED, CONN_REFUSED, CONN_TIMEOUT, CONN_RESET, CONN_ERROR, TLS_HANDSHAKE, TLS_CERT_INVALID,
-    TLS_CERT_EXPIRED, TLS_REQUIRED, HTTP_STATUS, HTTP_VERSION, HTTP_BODY_MISMATCH, HTTP_HEADER_MISMATCH,
-    HTTP_TOO_MANY_REDIRECTS, HTTP_BODY_TOO_LARGE, HTTP_PROTOCOL, TCP_EXPECT_MISMATCH, TIMEOUT, INTERNAL,
+    DNS_MALFORMED, DNS_NOT_AUTHORITATIVE, CONN_REFUSED, CONN_TIMEOUT, CONN_RESET, CONN_ERROR, TLS_HANDSHAKE,
+    TLS_CERT_INVALID, TLS_CERT_EXPIRED, TLS_REQUIRED, HTTP_STATUS, HTTP_VERSION, HTTP_BODY_MISMATCH,
+    HTTP_HEADER_MISMATCH, HTTP_TOO_MANY_REDIRECTS, HTTP_BODY_TOO_LARGE, HTTP_PROTOCOL, TCP_EXPECT_MISMATCH,
+    TIMEOUT, INTERNAL,
 )
 
 # --- Detail keys a prober may set. Exposition maps each to a metric (docs/metrics.md). -------------------
@@ -73,6 +75,12 @@ D_DNS_SERIAL = "dns_serial"  # SOA serial when the answer or authority carries o
 D_DNS_AA = "dns_authoritative"  # 0/1 AA flag
 D_DNS_TRANSPORT = "dns_transport"  # "udp" | "tcp" | "tls": transport that produced the final answer
 D_DNS_TRUNCATED = "dns_truncated"  # 1 if the UDP answer was truncated and TCP was used
+# HTTP two-path (``two_path`` on an http check): the second probe, sent to the pinned address
+D_PINNED_SUCCESS = "pinned_success"  # 0/1: the pinned path's probe succeeded
+D_PINNED_DURATION = "pinned_duration_seconds"  # float: how long the pinned path's probe took
+D_PINNED_STATUS = "pinned_http_status_code"  # int: its final status code; 0 when no response arrived
+D_PINNED_AGE = "pinned_address_age_seconds"  # float: seconds since DNS last gave the pinned address
+D_PINNED_ADDRESS = "pinned_address"  # str: the pinned address (logs and landing page only)
 
 # Phase names (seconds). A phase that did not run is absent, never 0.
 PHASE_RESOLVE = "resolve"
@@ -86,6 +94,52 @@ _EMPTY: Mapping = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
+class NameserverResult:
+    """One authoritative nameserver address asked over one transport (see ZoneReport)."""
+
+    nameserver: str  # the NS name, without the final dot (the address text for an unnamed static entry)
+    address: str  # label form: the IP, with ":port" when the port is not 53
+    transport: str  # "udp" | "tcp"
+    up: bool  # answered NOERROR with AA for the zone's SOA (and for every extra query name)
+    reason: str | None = None  # one of REASONS when not up
+    duration_seconds: float = 0.0  # the SOA exchange
+    rcode: int | None = None  # of the SOA answer; None when no answer arrived
+    aa: bool | None = None  # AA flag of the SOA answer; None when no answer arrived
+    serial: int | None = None  # SOA serial; None without an SOA in the answer
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneReport:
+    """What an authoritative check found: every nameserver address x transport, plus discovery state.
+
+    Carried by the ProbeResult of the zone's check (``ProbeResult.zone``); exposition turns it into the
+    ``outage_dns_authoritative_*`` and ``outage_dns_zone_*`` families.
+    """
+
+    zone: str
+    nameservers: tuple[NameserverResult, ...] = ()
+    discovery_success: bool | None = None  # the latest NS discovery; None for a static nameserver list
+    last_discovery: float = 0.0  # unix time the latest discovery finished; 0 = never (or static)
+    set_changes: int = 0  # times discovery found a different nameserver set (a counter)
+
+    @property
+    def addresses(self) -> int:
+        """Nameserver addresses probed (each over one or more transports)."""
+        return len({(n.nameserver, n.address) for n in self.nameservers})
+
+    @property
+    def answering(self) -> int:
+        """Addresses with at least one transport up."""
+        return len({(n.nameserver, n.address) for n in self.nameservers if n.up})
+
+    @property
+    def serials_agree(self) -> bool | None:
+        """Whether every answering address reports the same SOA serial; None when none answers."""
+        serials = {n.serial for n in self.nameservers if n.up}
+        return None if not serials else len(serials) == 1
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeResult:
     """What one run of one probe found. Plain data: safe to keep, compare and render anywhere."""
 
@@ -96,6 +150,7 @@ class ProbeResult:
     details: Mapping[str, float | int | str] = field(default_factory=lambda: _EMPTY)
     log: tuple[str, ...] = ()
     finished_at: float = 0.0  # unix time (time.time()) when the probe ended
+    zone: ZoneReport | None = None  # authoritative checks only: per-nameserver results
 
     def __post_init__(self) -> None:
         if self.success and self.reason is not None:

@@ -114,7 +114,9 @@ async def index(request: web.Request) -> web.Response:
         prev = services.get(check.service)
         control = check.control if prev is None else (prev[2] and check.control)
         services[check.service] = (check.service, check.provider, control)
-    grid = {key: landing.cell_state(items) for key, items in by_cell.items()}
+    unhealthy = {v.region for v in rt.store.vantages() if not v.healthy}  # its controls are failing
+    grid = {key: landing.cell_state(items, inconclusive=key[1] in unhealthy and not services[key[0]][2])
+            for key, items in by_cell.items()}
     regions = [(r.name, r.display_name) for r in config.regions
                if any(c.region == r.name for c in rt.checks)] or [(r.name, r.display_name) for r in config.regions]
     page = landing.render(
