@@ -166,6 +166,9 @@ INVALID = {
         '"[a-": unterminated character set at position 0',
     "invalid-status-code.yml":
         "modules.web.http.valid_status_codes[1]: HTTP status codes are 100..599, got 600",
+    "invalid-target-password.yml": 'services[0].checks[0].target: http target "https://admin:<secret>@127.0.0.1/" '
+                                   "carries a password, which would be exported in the target label; use the "
+                                   "module's http.basic_auth instead",
     "invalid-target-and-targets.yml": 'services[0].checks[0].target: set "target" or "targets", not both',
     "invalid-tcp-target.yml":
         'services[0].checks[0].target: invalid tcp target "mail.example.org": expected host:port, e.g. '
@@ -584,14 +587,14 @@ modules:
 services:
   - name: s
     checks:
-      - {name: c, module: basic, target: "https://bob:url-pass-5@127.0.0.1/"}
+      - {name: c, module: basic, target: "https://bob@127.0.0.1/"}
 """
 
 
 def test_dump_masks_secrets() -> None:
     config = load_config_text(SECRETS_CONFIG)
     text = dump_config(config)
-    secrets = ("hunter2-basic", "hdr-token-1", "hdr-token-2", "proxy-pass-3", "bearer-tok-4", "url-pass-5")
+    secrets = ("hunter2-basic", "hdr-token-1", "hdr-token-2", "proxy-pass-3", "bearer-tok-4")
     assert [s for s in secrets if s in text] == []
     doc = yaml.safe_load(text)
     http = doc["modules"]["basic"]["http"]
@@ -599,7 +602,7 @@ def test_dump_masks_secrets() -> None:
     assert http["headers"] == {"Authorization": "<secret>", "X-Auth-Token": "<secret>", "Accept": "text/html"}
     assert http["proxy_url"] == "http://proxyuser:<secret>@127.0.0.1:3128/"
     assert doc["modules"]["bearer"]["http"]["bearer_token"] == "<secret>"
-    assert doc["services"][0]["checks"][0]["targets"] == ["https://bob:<secret>@127.0.0.1/"]
+    assert doc["services"][0]["checks"][0]["targets"] == ["https://bob@127.0.0.1/"]
     # The loaded config itself is untouched: probes still need the real values.
     assert config.modules["basic"].http.basic_auth.password == "hunter2-basic"
 

@@ -1233,6 +1233,9 @@ def _targets(s: _Section, prober: str) -> tuple[str, ...]:
 def _http_target(text: str, p: str) -> None:
     if not _is_http_url(text):
         raise ConfigError(p, f'invalid http target "{_mask_url(text)}": expected an http:// or https:// URL')
+    if urllib.parse.urlsplit(text).password is not None:
+        raise ConfigError(p, f'http target "{_mask_url(text)}" carries a password, which would be exported in '
+                             "the target label; use the module's http.basic_auth instead")
 
 
 def _tcp_target(text: str, p: str) -> None:

@@ -264,9 +264,13 @@ class _Run:
                 response = await self._exchange(hop, url, method, body)
                 target = self._redirect_target(url, response)
                 if target is None:
+                    if _is_redirect(response) and not self.cfg.follow_redirects:
+                        # blackbox counts a redirect it received but did not follow
+                        details[r.D_HTTP_REDIRECTS] = redirects + 1
                     await self._evaluate(response)
                     return
                 if redirects >= MAX_REDIRECTS:
+                    details[r.D_HTTP_REDIRECTS] = redirects + 1
                     self.attempt.note(f"redirect {redirects + 1} to {target} exceeds the limit of "
                                       f"{MAX_REDIRECTS}")
                     raise ProbeFailure(r.HTTP_TOO_MANY_REDIRECTS)
@@ -530,3 +534,7 @@ def _strip_port(host_header: str) -> str:
     if host_header.startswith("["):
         return host_header[1:host_header.find("]")]
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+def _is_redirect(response: aiohttp.ClientResponse) -> bool:
+    return response.status in REDIRECT_STATUSES and "Location" in response.headers
