@@ -1,18 +1,12 @@
 """`outage-exporter demo`: the lab, the exporter and a scenario in one process."""
 
 import asyncio
-import socket
 
 import aiohttp
 
 from exporter.cli import main
 from exporter.lab.demo import load, run_demo
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from exporter.lab.stack import free_port
 
 
 def test_list_names_every_builtin_scenario(capsys):
@@ -29,7 +23,7 @@ def test_unknown_scenario_is_a_clear_error(capsys):
 
 
 async def test_demo_serves_the_story_and_stops_cleanly(tmp_path):
-    port = _free_port()
+    port = free_port()
     stop = asyncio.Event()
     scenario = load("facebook-2021-10-04")
     config_out = tmp_path / "lab.yml"
