@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
+from collections.abc import Sequence
+from pathlib import Path
 
-import pytest
+from tests.helpers.tools import ToolRun, promtool, run_tool
 
 
 def promtool_path() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool not installed (Debian: apt-get install prometheus; or run scripts/install-test-tools)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return promtool()
 
 
 def promtool_check_metrics(text: str) -> str:
@@ -32,3 +26,19 @@ def promtool_check_metrics(text: str) -> str:
     if proc.returncode != 0 and not report:
         report = f"promtool check metrics exited with {proc.returncode}"
     return report
+
+
+def promtool_check_rules(paths: Sequence[Path]) -> ToolRun:
+    """``promtool check rules`` with duplicate-rule linting as an error."""
+    return run_tool([promtool_path(), "check", "rules", "--lint=duplicate-rules", "--lint-fatal",
+                     *map(str, paths)])
+
+
+def promtool_test_rules(path: Path) -> ToolRun:
+    """``promtool test rules`` on one unit-test file (rule_files resolve relative to it)."""
+    return run_tool([promtool_path(), "test", "rules", path.name], cwd=path.parent)
+
+
+def promtool_check_config(path: Path) -> ToolRun:
+    """``promtool check config``: the config and every rule file it loads."""
+    return run_tool([promtool_path(), "check", "config", str(path)])
