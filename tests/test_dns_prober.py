@@ -263,11 +263,11 @@ def free_port() -> int:
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-async def test_nothing_listening_is_conn_refused(transport):
+async def test_nothing_listening_is_dns_unreachable(transport):
     port = free_port()
     server = Resolver(name=f"127.0.0.1:{port}", host="127.0.0.1", port=port)
     res = await run(dns_check(server, "www.test", transport_protocol=transport))
-    assert res.reason == r.CONN_REFUSED
+    assert res.reason == r.DNS_UNREACHABLE
 
 
 # --- validate_*_rrs (blackbox semantics) -------------------------------------------------------------

@@ -83,3 +83,10 @@ async def test_primary_servfail_wins_over_secondary_timeout(resolver):
         assert loop.time() < deadline  # returned its own verdict before the caller's deadline
     finally:
         await silent.stop()
+
+
+async def test_resolver_with_nothing_listening_is_dns_unreachable():
+    """A dead resolver port must not read as the target refusing the connection."""
+    dead = Resolver(name="127.0.0.1:9", host="127.0.0.1", port=9)
+    res, log = await _resolve("www.test", [dead], timeout=0.5)
+    assert res.reason == r.DNS_UNREACHABLE

@@ -39,6 +39,8 @@ def reason_for_exception(exc: BaseException, *, dns_context: bool = False, phase
     in the tls phase (timeout, alert, the peer hanging up) is a TLS failure.
     """
     reason = _reason(exc, dns_context, phase)
+    if dns_context and reason in (r.CONN_REFUSED, r.CONN_ERROR):
+        return r.DNS_UNREACHABLE  # the DNS server's port or network refused us: say it is DNS
     if phase == r.PHASE_TLS and reason == r.CONN_RESET:
         return r.TLS_HANDSHAKE  # the peer hung up mid-handshake: a TLS rejection without an alert
     return reason

@@ -22,6 +22,7 @@ DNS_NO_ANSWER = "dns_no_answer"  # NOERROR but no usable record (NODATA), or no 
 DNS_RCODE = "dns_rcode"  # any other rcode not accepted by valid_rcodes (FORMERR, NOTIMP, ...)
 DNS_ANSWER_MISMATCH = "dns_answer_mismatch"  # validate_*_rrs regexps rejected the answer
 DNS_MALFORMED = "dns_malformed"  # unparsable or mismatched response
+DNS_UNREACHABLE = "dns_unreachable"  # the DNS server could not be reached at all (port refused, no route)
 DNS_NOT_AUTHORITATIVE = "dns_not_authoritative"  # a nameserver asked directly answered without the AA flag
 CONN_REFUSED = "conn_refused"
 CONN_TIMEOUT = "conn_timeout"
@@ -44,8 +45,8 @@ INTERNAL = "internal"  # a bug in the exporter; logged with a traceback
 
 REASONS: tuple[str, ...] = (
     DNS_NXDOMAIN, DNS_SERVFAIL, DNS_REFUSED, DNS_TIMEOUT, DNS_NO_ANSWER, DNS_RCODE, DNS_ANSWER_MISMATCH,
-    DNS_MALFORMED, DNS_NOT_AUTHORITATIVE, CONN_REFUSED, CONN_TIMEOUT, CONN_RESET, CONN_ERROR, TLS_HANDSHAKE,
-    TLS_CERT_INVALID, TLS_CERT_EXPIRED, TLS_REQUIRED, HTTP_STATUS, HTTP_VERSION, HTTP_BODY_MISMATCH,
+    DNS_MALFORMED, DNS_NOT_AUTHORITATIVE, DNS_UNREACHABLE, CONN_REFUSED, CONN_TIMEOUT, CONN_RESET, CONN_ERROR,
+    TLS_HANDSHAKE, TLS_CERT_INVALID, TLS_CERT_EXPIRED, TLS_REQUIRED, HTTP_STATUS, HTTP_VERSION, HTTP_BODY_MISMATCH,
     HTTP_HEADER_MISMATCH, HTTP_TOO_MANY_REDIRECTS, HTTP_BODY_TOO_LARGE, HTTP_PROTOCOL, TCP_EXPECT_MISMATCH,
     TIMEOUT, INTERNAL,
 )
