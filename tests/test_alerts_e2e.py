@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-import yaml
 
-from exporter.lab.scenario import Player, load_builtin, load_scenario_text
-from exporter.lab.stack import Notification, Stack, find_alerts_dir, free_port
-from exporter.lab.world import World
+from exporter.lab.scenario import load_builtin, load_scenario_text
+from exporter.lab.stack import Notification, find_alerts_dir
 from tests.helpers.binaries import require_binary
+from tests.helpers.labstack import lab_with_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -62,41 +59,13 @@ class Run:
 
 
 async def _run(name: str, scenario, speed: float, seconds: float) -> Run:
-    from exporter.cli import serve
-    from exporter.runtime import Runtime
-
     run = Run(name)
-    workdir = Path(tempfile.mkdtemp(prefix=f"e2e-{name}-"))
-    world = World(speed=speed)
-    await world.start()
-    stop = asyncio.Event()
-    stack = None
-    server = None
-    try:
-        config = workdir / "lab.yml"
-        config.write_text(yaml.safe_dump(world.exporter_config(), sort_keys=False))
-        port = free_port()
-        runtime = Runtime(str(config))
-        server = asyncio.ensure_future(serve(str(config), ("127.0.0.1", port), runtime=runtime, stop_event=stop))
-        while not runtime.ready:
-            assert not server.done(), "exporter failed to start"
-            await asyncio.sleep(0.05)
-        stack = await Stack(f"127.0.0.1:{port}", find_alerts_dir(), workdir / "stack").start()
-        player = Player(scenario, world)
-        player.add_listener(lambda phase: run.phases.__setitem__(phase.name, time.time()))
+    async with lab_with_stack(scenario, speed,
+                              on_phase=lambda phase: run.phases.__setitem__(phase.name, time.time())) as lab:
         run.started = time.time()
-        player.start()
         await asyncio.sleep(seconds)
-        await player.stop()
-        run.notifications = list(stack.sink.notifications)
-        return run
-    finally:
-        if stack is not None:
-            await stack.stop()
-        stop.set()
-        if server is not None:
-            await asyncio.gather(server, return_exceptions=True)
-        await world.stop()
+        run.notifications = list(lab.stack.sink.notifications)
+    return run
 
 
 @pytest.fixture(scope="module")

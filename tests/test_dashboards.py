@@ -9,10 +9,8 @@ import importlib.util
 import json
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
@@ -279,29 +277,12 @@ META_DOWN = {"facebook", "messenger", "whatsapp"}
 
 
 async def _replay_and_query(seconds_budget: float) -> tuple[list[tuple[str, str, str, list]], list, list]:
-    from exporter.cli import serve
-    from exporter.lab.scenario import Player, load_builtin
-    from exporter.lab.stack import Stack, find_alerts_dir, free_port
-    from exporter.lab.world import World
-    from exporter.runtime import Runtime
+    from exporter.lab.scenario import load_builtin
+    from tests.helpers.labstack import lab_with_stack
 
     scenario = load_builtin("facebook-2021-10-04")
-    workdir = Path(tempfile.mkdtemp(prefix="dashboards-e2e-"))
-    world = World(speed=scenario.default_speed)
-    await world.start()
-    stop, stack, server, player = asyncio.Event(), None, None, None
-    try:
-        config = workdir / "lab.yml"
-        config.write_text(yaml.safe_dump(world.exporter_config(), sort_keys=False))
-        port = free_port()
-        runtime = Runtime(str(config))
-        server = asyncio.ensure_future(serve(str(config), ("127.0.0.1", port), runtime=runtime, stop_event=stop))
-        while not runtime.ready:
-            assert not server.done(), "exporter failed to start"
-            await asyncio.sleep(0.05)
-        stack = await Stack(f"127.0.0.1:{port}", find_alerts_dir(), workdir / "stack").start()
-        player = Player(scenario, world)
-        player.start()
+    async with lab_with_stack(scenario, scenario.default_speed) as lab:
+        stack = lab.stack
         deadline, stable = time.monotonic() + seconds_budget, 0
         while time.monotonic() < deadline and stable < STABLE_POLLS:
             await asyncio.sleep(2)
@@ -317,15 +298,6 @@ async def _replay_and_query(seconds_budget: float) -> tuple[list[tuple[str, str,
         controls = await stack.query(substitute(GEN.CONTROL_GRID_EXPR, ALL))
         grid = await stack.query(substitute(GEN.GRID_EXPR, ALL))
         return results, grid, controls
-    finally:
-        if player is not None:
-            await player.stop()
-        if stack is not None:
-            await stack.stop()
-        stop.set()
-        if server is not None:
-            await asyncio.gather(server, return_exceptions=True)
-        await world.stop()
 
 
 @pytest.fixture(scope="module")
