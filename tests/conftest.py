@@ -6,6 +6,7 @@ import pytest
 
 from exporter.config.model import Resolver
 from tests.servers.dns import start_dns
+from tests.servers.http import start_http
 
 RECORDS = {
     "www.test.": {"A": ["127.0.0.1"], "AAAA": ["::1"]},
@@ -39,3 +40,13 @@ async def dns_server():
 @pytest.fixture
 def resolver(dns_server) -> Resolver:
     return Resolver(name=dns_server.address, host=dns_server.host, port=dns_server.port)
+
+
+@pytest.fixture
+async def site():
+    """A local HTTP test site (tests/servers/http.py); files may override it with their own."""
+    server = await start_http()
+    try:
+        yield server
+    finally:
+        await server.stop()

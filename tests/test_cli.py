@@ -19,7 +19,7 @@ from exporter import __version__
 from exporter.lab.dnsserver import DNSServer
 from tests.helpers.exporter_proc import ExporterProcess
 from tests.servers.dns import start_dns
-from tests.servers.http import Site, start_http
+from tests.servers.http import Site
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTDATA = ROOT / "tests" / "testdata"
@@ -173,13 +173,6 @@ def test_log_level_filters(tmp_path: Path) -> None:
 
 
 # --- probe ----------------------------------------------------------------------------------------------------
-@pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    s = await start_http()
-    yield s
-    await s.stop()
-
-
 @pytest.fixture
 async def dns() -> AsyncIterator[DNSServer]:
     server = await start_dns({"www.test.": {"A": ["127.0.0.1"]}}, {"nx.test.": "nxdomain"})

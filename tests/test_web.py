@@ -87,13 +87,6 @@ def all_ran(runtime: Runtime, at_least: int = 1) -> Callable[[], bool]:
 
 # --- fixtures ----------------------------------------------------------------------------------------------
 @pytest.fixture
-async def site() -> AsyncIterator[Site]:
-    s = await start_http()
-    yield s
-    await s.stop()
-
-
-@pytest.fixture
 def modules_file(tmp_path: Path, site: Site) -> Path:
     """Modules (and one idle region) for /probe tests: nothing is scheduled."""
     return write(tmp_path / "modules.yml", f"""
