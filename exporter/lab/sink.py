@@ -1,0 +1,130 @@
+"""``python -m exporter.lab.sink``: an Alertmanager webhook receiver that logs every notification.
+
+The compose stack (deploy/compose/) points Alertmanager's ``pager`` and ``ticket`` webhooks at this sink,
+so ``docker compose logs -f sink`` shows what would have paged, one JSON object per line::
+
+    python -m exporter.lab.sink --listen 0.0.0.0:5001
+
+It is the lab's :class:`~exporter.lab.stack.WebhookSink` (the receiver the end-to-end tests use) bound to
+a chosen address, plus ``GET /-/healthy`` for container health checks and ``GET /`` listing the latest
+notifications. It keeps only the last ``--keep`` notifications in memory, so it can run for days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from aiohttp import web
+
+from exporter.lab.stack import Notification, WebhookSink
+
+DEFAULT_LISTEN = "127.0.0.1:5001"  # the webhook base URL in alerts/alertmanager.yml
+DEFAULT_KEEP = 500
+
+
+class LoggingSink(WebhookSink):
+    """A :class:`WebhookSink` on ``host:port`` that writes each notification to ``out`` as one JSON line."""
+
+    def __init__(self, host: str, port: int, *, out: TextIO | None = None, keep: int = DEFAULT_KEEP) -> None:
+        super().__init__(echo=False)
+        self.host = host
+        self.port = port
+        self.out = out or sys.stdout
+        self.keep = keep
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    async def start(self) -> LoggingSink:
+        app = web.Application()
+        app.router.add_get("/", self._latest)
+        app.router.add_get("/-/healthy", self._healthy)
+        app.router.add_post("/{receiver}", self._receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]  # the real port when asked for port 0
+        return self
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        before = len(self.notifications)
+        response = await super()._receive(request)
+        if len(self.notifications) > before:  # appended without yielding: the last one is this request's
+            self.out.write(json_line(self.notifications[-1]) + "\n")
+            self.out.flush()
+            del self.notifications[:-self.keep]
+        return response
+
+    async def _healthy(self, request: web.Request) -> web.Response:
+        return web.Response(text="OK\n")
+
+    async def _latest(self, request: web.Request) -> web.Response:
+        return web.json_response([record(n) for n in reversed(self.notifications)])
+
+
+def record(note: Notification) -> dict:
+    """What is logged for one notification: when, which receiver, the one-line summary and the payload."""
+    when = datetime.datetime.fromtimestamp(note.received_at, datetime.UTC)
+    return {"time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "receiver": note.receiver,
+            "status": note.payload.get("status", ""), "summary": note.summary(), "notification": note.payload}
+
+
+def json_line(note: Notification) -> str:
+    return json.dumps(record(note), separators=(",", ":"), sort_keys=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from exporter.cli import parse_listen
+
+    p = argparse.ArgumentParser(prog="python -m exporter.lab.sink",
+                                description="Receive Alertmanager webhooks and log each as one JSON line.")
+    p.add_argument("--listen", type=parse_listen, default=DEFAULT_LISTEN,
+                   help=f"host:port to listen on (default {DEFAULT_LISTEN})")
+    p.add_argument("--keep", type=int, default=DEFAULT_KEEP,
+                   help=f"notifications kept for GET / (default {DEFAULT_KEEP})")
+    return p
+
+
+async def serve(host: str, port: int, *, keep: int = DEFAULT_KEEP, stop: asyncio.Event | None = None,
+                out: TextIO | None = None) -> int:
+    """Run the sink until SIGINT/SIGTERM (or ``stop``); 1 when the address cannot be bound."""
+    stop = stop or asyncio.Event()
+    try:
+        sink = await LoggingSink(host, port, out=out, keep=keep).start()
+    except OSError as exc:
+        print(f"sink: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+    print(f"sink: listening on {host}:{sink.port}; POST /<receiver> with Alertmanager's webhook payload",
+          file=sys.stderr, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await sink.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    if ns.keep < 1:
+        print("sink: --keep must be at least 1", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(*ns.listen, keep=ns.keep))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
