@@ -1,9 +1,10 @@
-"""When probes run: one timer loop over a heap of due times, bounded concurrency, no self-overlap.
+"""When probes run: one timer over a heap of due times, bounded concurrency, no self-overlap.
 
 Each check runs every ``check.interval`` seconds at a fixed phase: its first run is due at
 ``offset_fraction(check.key) * interval`` after start, so starts are spread across the interval and the same
-check keeps the same phase across restarts and reloads. A single task pops due entries off a heap and
-launches one short-lived task per run; idle checks cost a heap entry, not a sleeping task.
+check keeps the same phase across restarts and reloads. One timer callback, waking on a ``TICK_SECONDS``
+grid, pops due entries off a heap and launches one short-lived task per run; idle checks cost a heap
+entry, not a sleeping task.
 
 Every run goes through :func:`run_guarded`, which hands the prober an absolute deadline, cancels it
 ``GRACE_SECONDS`` after that deadline and turns any exception into an ``internal`` result, so a broken or
@@ -40,6 +41,7 @@ LATE_SECONDS = 1.0  # a run starting later than this after its due time counts a
 STOP_WAIT_SECONDS = 5.0  # how long stop() waits for cancelled probes to unwind
 LAG_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OVERRAN_LOG = "probe overran its deadline"
+TICK_SECONDS = 0.01  # timer granularity: due runs are started in batches at most this late
 
 
 def _failed(reason: str, started: float, now: float, lines: Iterable[str]) -> ProbeResult:
@@ -133,8 +135,8 @@ class Scheduler:
         self._heap: list[tuple[float, int, _Entry]] = []
         self._seq = 0
         self._anchor = 0.0  # clock time the schedule started; every phase is relative to it
-        self._timer: asyncio.Task[None] | None = None
-        self._wake: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._running = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = SchedulerStats()
         self.in_flight = 0  # probes running now (holding a concurrency slot)
@@ -150,7 +152,7 @@ class Scheduler:
 
     @property
     def running(self) -> bool:
-        return self._timer is not None and not self._timer.done()
+        return self._running
 
     def next_due(self, key: str) -> float | None:
         """Clock time of a check's next run (None if not scheduled)."""
@@ -167,7 +169,8 @@ class Scheduler:
         self._anchor = self._clock()
         self._plan, self._heap = {}, []
         self._apply(list(checks), self._anchor)
-        self._timer = asyncio.create_task(self._run(), name="scheduler-timer")
+        self._running = True
+        self._poke()
 
     async def reload(self, checks: Iterable[Check]) -> None:
         """Swap the plan: unchanged keys keep phase and counters, removed ones stop, new ones get offsets."""
@@ -178,11 +181,12 @@ class Scheduler:
 
     async def stop(self, *, wait: float = STOP_WAIT_SECONDS) -> None:
         """Stop scheduling and cancel in-flight probes, waiting at most ``wait`` seconds for them."""
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
-        tasks = ([timer] if timer is not None else []) + list(self._tasks)
-        for task in self._tasks:
+        self._running = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=wait)
@@ -236,23 +240,26 @@ class Scheduler:
         assert self._clock is not None
         return self._clock()
 
-    # --- timer loop -------------------------------------------------------------------------------------
+    # --- timer --------------------------------------------------------------------------------------------
     def _poke(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        """Re-arm the timer for the earliest due entry (after start, reload, or a timer run)."""
+        if not self._running:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._heap:
+            return
+        # Wake on a TICK_SECONDS grid: runs falling due within one tick start together, so the loop wakes
+        # once for several probes and their answers tend to arrive in the same loop iteration.
+        now = self._now()
+        when = -(-self._heap[0][0] // TICK_SECONDS) * TICK_SECONDS
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, when - now), self._tick)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            now = self._now()
-            self._launch_due(now)
-            self._wake = loop.create_future()
-            handle = loop.call_later(max(0.0, self._heap[0][0] - now), self._poke) if self._heap else None
-            try:
-                await self._wake
-            finally:
-                if handle is not None:
-                    handle.cancel()
+    def _tick(self) -> None:
+        self._timer = None
+        self._launch_due(self._now())
+        self._poke()
 
     def _launch_due(self, now: float) -> None:
         heap = self._heap

@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.config.probe_policy import REFUSAL_REASONS
 from exporter.results import Histogram
 
 if TYPE_CHECKING:
@@ -130,6 +131,22 @@ class SelfMetrics:
             ["module"],
             registry=registry,
         )
+        self._probe_refused = Counter(
+            "outage_exporter_probe_requests_refused",
+            "Requests to /probe refused before (or instead of) returning a result, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REFUSAL_REASONS:
+            self._probe_refused.labels(reason)
+        self._web_config_ok: Gauge | None = None  # registered on the first load of a --web.config.file
+        self._shard = Gauge(
+            "outage_exporter_shard_info",
+            "The share of the checks this exporter runs, --shard shard/shards (value 1).",
+            ["shard", "shards"],
+            registry=registry,
+        )
+        self._shard.labels("1", "1").set(1)
         registry.register(_RuntimeCollector(self))
 
     # --- called by the application ----------------------------------------------------------------------
@@ -150,6 +167,25 @@ class SelfMetrics:
     def probe_endpoint_request(self, module: str) -> None:
         """Count one /probe request. ``module`` must be a configured module name (bounded label values)."""
         self._probe_requests.labels(module).inc()
+
+    def probe_refused(self, reason: str) -> None:
+        """Count one refused /probe request; ``reason`` is one of probe_policy.REFUSAL_REASONS."""
+        self._probe_refused.labels(reason).inc()
+
+    def web_config_loaded(self, ok: bool) -> None:
+        """A --web.config.file load (startup or reload) succeeded or failed (the old one then stays)."""
+        if self._web_config_ok is None:
+            self._web_config_ok = Gauge(
+                "outage_exporter_web_config_last_reload_successful",
+                "Whether the last load of --web.config.file succeeded (1) or failed (0).",
+                registry=self.registry,
+            )
+        self._web_config_ok.set(1 if ok else 0)
+
+    def set_shard(self, index: int, count: int) -> None:
+        """This exporter runs shard ``index`` of ``count`` (``--shard``); unsharded is 1 of 1."""
+        self._shard.clear()
+        self._shard.labels(str(index), str(count)).set(1)
 
     # --- scrape -----------------------------------------------------------------------------------------
     def render(self, scheduler: Scheduler | None = None) -> bytes:

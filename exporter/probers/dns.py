@@ -9,7 +9,8 @@ dnsanswer.py). NOERROR with an empty answer succeeds, as in blackbox, and report
 so an alert can still tell NODATA apart.
 
 Per-probe work is kept small because probes run by the thousand: the query is rendered to wire once per
-(name, type, class, RD) and each probe only draws a fresh id; a plain UDP answer is read without a full
+(name, type, class, RD) and each probe only draws a fresh id; UDP queries share one socket per event
+loop (udpmux) instead of opening one each; a plain UDP answer is read without a full
 parse unless validators need the records' text; TLS contexts are built once per ``tls_config`` (tlsutil).
 """
 
@@ -236,7 +237,9 @@ class _Query(dns.message.QueryMessage):
         return query
 
 
-@functools.lru_cache(maxsize=4096)
+# One entry per distinct question among the loaded checks: the cache must hold them all, or probes cycling
+# through more names than it holds miss every time (about 1.5 KiB per entry).
+@functools.lru_cache(maxsize=65536)
 def _template(qname: str, qtype: str, qclass: str, rd: bool) -> _Query:
     made = dns.message.make_query(qname, qtype or "ANY", qclass or "IN", use_edns=0, payload=EDNS_PAYLOAD,
                                   flags=dns.flags.RD if rd else 0, id=0)

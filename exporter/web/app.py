@@ -2,26 +2,65 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 
 from aiohttp import web
 
 from exporter.config import dump_config
 from exporter.config.model import Config
+from exporter.config.probe_policy import CONNECT_GUARD, REFUSED_DISABLED, REFUSED_RATE_LIMITED, RateLimit
 from exporter.exposition import render_metrics_async
 from exporter.exposition.probe import render_probe_result
+from exporter.logs import mask_secrets
 from exporter.runtime import Runtime
-from exporter.web import landing
+from exporter.web import landing, probeguard
+from exporter.web.ratelimit import TokenBuckets
+from exporter.web.webconfig import WebSecurity
 
 log = logging.getLogger("exporter.web")
 
 CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ProbeGate:
+    """Per-application /probe state: the --web.disable-probe switch, the rate limiter (rebuilt when a reload
+    changes its settings) and the handlers in flight, cancelled at shutdown."""
+
+    def __init__(self, *, disabled: bool = False) -> None:
+        self.disabled = disabled
+        self.in_flight: set[asyncio.Task[object]] = set()
+        self._limit: RateLimit | None = None
+        self._buckets: TokenBuckets | None = None
+
+    def buckets(self, limit: RateLimit) -> TokenBuckets:
+        if self._buckets is None or limit != self._limit:
+            self._limit, self._buckets = limit, TokenBuckets(limit.rate, limit.burst)
+        return self._buckets
+
+    def cancel_in_flight(self) -> None:
+        for task in list(self.in_flight):
+            task.cancel()
+
+
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime", Runtime)
+PROBE_GATE: web.AppKey[ProbeGate] = web.AppKey("probe_gate", ProbeGate)
 
 
-def make_app(runtime: Runtime) -> web.Application:
-    app = web.Application()
+def make_app(runtime: Runtime, *, security: WebSecurity | None = None, disable_probe: bool = False) -> web.Application:
+    """The exporter's application. ``security`` (from --web.config.file) adds basic auth and response
+    headers; ``disable_probe`` (--web.disable-probe) turns /probe off whatever the config says."""
+    app = web.Application(middlewares=[security.middleware] if security is not None else [])
+    if security is not None:
+        app.on_response_prepare.append(security.add_headers)
     app[RUNTIME] = runtime
+    app[PROBE_GATE] = gate = ProbeGate(disabled=disable_probe)
+
+    async def cancel_probes(_: web.Application) -> None:  # shutdown: a probe may wait on a black hole
+        gate.cancel_in_flight()
+
+    app.on_shutdown.append(cancel_probes)
     app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
@@ -61,11 +100,50 @@ async def config_page(request: web.Request) -> web.Response:
     return web.Response(text=dump_config(config), content_type="text/plain")
 
 
-async def probe(request: web.Request) -> web.Response:
+def _refuse(request: web.Request, status: int, reason: str, message: str, *,
+            headers: dict[str, str] | None = None, quiet: bool = False) -> web.Response:
+    """A refused /probe request: counted by reason, logged (``quiet``: at debug level), explained."""
+    rt = request.app[RUNTIME]
+    rt.self_metrics.probe_refused(reason)
+    fields = {"reason": reason, "client": request.remote or "", "module": request.query.get("module", ""),
+              "target": mask_secrets(request.query.get("target", "")), "detail": message}
+    log.log(logging.DEBUG if quiet else logging.WARNING, "probe request refused", extra={"fields": fields})
+    return web.Response(status=status, text=f"Probe refused: {message}\n", headers=headers)
+
+
+def _gate(request: web.Request, config: Config) -> web.Response | None:
+    """The switches and the rate limit, checked before anything else is looked at."""
+    gate = request.app[PROBE_GATE]
+    if gate.disabled or not config.probe.enabled:
+        why = "--web.disable-probe" if gate.disabled else "probe.enabled: false in the configuration"
+        return _refuse(request, 403, REFUSED_DISABLED, f"the /probe endpoint is disabled ({why})")
+    decision = gate.buckets(config.probe.rate_limit).take(request.remote or "unknown")
+    if decision.allowed:
+        return None
+    retry = max(1, math.ceil(decision.retry_after))
+    return _refuse(request, 429, REFUSED_RATE_LIMITED, f"too many requests from {request.remote}; retry in {retry}s "
+                   "(probe.rate_limit)", headers={"Retry-After": str(retry)}, quiet=not decision.first_refusal)
+
+
+async def probe(request: web.Request) -> web.StreamResponse:
     """blackbox-compatible /probe: one probe now, a fresh set of metrics for just this request."""
+    gate = request.app[PROBE_GATE]
+    task = asyncio.current_task()
+    assert task is not None
+    gate.in_flight.add(task)
+    try:
+        return await _probe(request)
+    finally:
+        gate.in_flight.discard(task)
+
+
+async def _probe(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     config: Config | None = rt.config
     assert config is not None
+    refused = _gate(request, config)
+    if refused is not None:
+        return refused
     q = request.query
     module_name = q.get("module", "http_2xx")
     module = config.modules.get(module_name)
@@ -87,14 +165,24 @@ async def probe(request: web.Request) -> web.Response:
     try:
         check = rt.adhoc_check(module, target, region=region, timeout=timeout, hostname=hostname)
     except ValueError as exc:
-        return web.Response(status=400, text=f"Invalid target \"{target}\": {exc}\n")
+        return web.Response(status=400, text=f"Invalid target \"{mask_secrets(target)}\": {exc}\n")
+    guard = probeguard.pre_check(config.probe, module_name, check)
+    if isinstance(guard, probeguard.Refusal):
+        return _refuse(request, 403, guard.reason, guard.message)
     assert rt.scheduler is not None
-    result = await rt.scheduler.run_once(check)
+    token = CONNECT_GUARD.set(guard)
+    try:
+        result = await rt.scheduler.run_once(check)
+    finally:
+        CONNECT_GUARD.reset(token)
+    refused = probeguard.during_check(guard) or probeguard.post_check(guard, result)
+    if refused is not None:
+        return _refuse(request, 403, refused.reason, refused.message)
     rt.self_metrics.probe_endpoint_request(module_name)
     body = render_probe_result(result, module.prober)
     if q.get("debug", "").lower() == "true":
         module_yaml = dump_config(Config(modules={module_name: module}))
-        text = ("Logs for the probe:\n" + "\n".join(result.log) +
+        text = ("Logs for the probe:\n" + "\n".join(mask_secrets(line) for line in result.log) +
                 f"\n\nResult: {'success' if result.success else 'failure: ' + str(result.reason)}"
                 "\n\nMetrics that would have been returned:\n" + body +
                 "\n\nModule configuration:\n" + module_yaml)
