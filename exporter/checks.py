@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from exporter.config.model import (
     AuthoritativeCheck,
@@ -165,3 +165,71 @@ def _port(p: str, text: str) -> int:
     if not p.isdigit() or not 0 < int(p) < 65536:
         raise ValueError(f"invalid port in resolver address {text!r}")
     return int(p)
+
+
+# --- sharding: N replicas of one region split its checks -------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """This process's share of the checks: shard ``index`` of ``count``, 1-based (``--shard 2/3``)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"invalid shard {self.index}/{self.count}: the number of shards must be at least 1")
+        if not 1 <= self.index <= self.count:
+            raise ValueError(f"invalid shard {self.index}/{self.count}: shards are numbered from 1, "
+                             f"so i must be between 1 and {self.count}")
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def owns(self, check: Check) -> bool:
+        """Whether this shard runs ``check``. Controls run on every shard: each replica judges its own
+        vantage from them, and a shard without controls would take its failures at face value."""
+        return check.control or shard_of(check.key, self.count) == self.index
+
+
+def parse_shard(text: str) -> Shard:
+    """``"i/N"`` (1-based: ``1/3``, ``2/3``, ``3/3``) -> Shard; ValueError with a message fit for the CLI."""
+    index, sep, count = text.strip().partition("/")
+    if not sep or not index.isdigit() or not count.isdigit():
+        raise ValueError(f"invalid shard {text!r}: expected i/N, e.g. 1/3 (shards are numbered from 1)")
+    return Shard(int(index), int(count))
+
+
+def shard_of(key: str, count: int) -> int:
+    """The 1-based shard of a check identity among ``count`` shards: a jump consistent hash.
+
+    Stable across processes and restarts (no Python ``hash()``), even in expectation, and going from N to
+    N+1 shards moves only about 1/(N+1) of the checks, so a resize does not reshuffle every check's
+    schedule and counters.
+    """
+    h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8, person=b"shard").digest(), "big")
+    bucket, j = -1, 0
+    while j < count:
+        bucket = j
+        h = (h * 2862933555777941757 + 1) % 2**64
+        j = int((bucket + 1) * (2**31 / ((h >> 33) + 1)))
+    return bucket + 1
+
+
+def select_shard(checks: Iterable[Check], shard: Shard | None) -> list[Check]:
+    """The checks ``shard`` runs (all of them without sharding), in their original order."""
+    if shard is None:
+        return list(checks)
+    return [c for c in checks if shard.owns(c)]
+
+
+# --- region from the agent ------------------------------------------------------------------------------
+
+def without_region_label(checks: Iterable[Check]) -> list[Check]:
+    """The checks with an empty ``region`` label value, which Prometheus treats as no label at all.
+
+    For an exporter that probes one region and lets the collector name it (an agent's external label or a
+    target label): every series it exposes (probe results, vantage, nameservers) then carries no region of
+    its own. The identity key keeps the real region, so counters and schedules do not move.
+    """
+    return [replace(c, region="") for c in checks]

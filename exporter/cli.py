@@ -1,7 +1,7 @@
 """Command line: run the exporter, check a config, probe once, or run the outage lab demo.
 
     outage-exporter [--config.file F] [--web.listen-address ADDR] [--region R] [--log.level L]
-                    [--log.format logfmt|json] [--config.check]
+                    [--log.format logfmt|json] [--config.check] [--shard I/N] [--region.omit-label]
     outage-exporter probe --module M --target T [--region R] [--hostname H] [--config.file F]
     outage-exporter demo [--scenario NAME] [--speed X] [--web.listen-address ADDR] [--list]
 """
@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 
-from exporter import __version__, logs
+from exporter import __version__, eventloop, logs
 from exporter.config import ConfigError
 
 DEFAULT_LISTEN = ":19115"  # blackbox_exporter uses 9115; the 9100-9999 range is fully allocated
@@ -48,10 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"address to serve on (default {DEFAULT_LISTEN})")
     p.add_argument("--region", default=None, help="this vantage point's region: names the implicit region, "
                    "or restricts a multi-region config to one region")
+    p.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                   help="run shard I of N (numbered from 1): N replicas with --shard 1/N .. N/N probe every "
+                        "check exactly once between them; control checks run on every shard")
+    p.add_argument("--region.omit-label", dest="omit_region_label", action="store_true",
+                   help="leave the region label out of /metrics (one region per exporter): the agent's "
+                        "external label or a scrape target label names the region instead")
     p.add_argument("--config.check", dest="config_check", action="store_true",
                    help="validate the config, print a summary or the error, and exit")
+    p.add_argument("--web.config.file", dest="web_config_file", default=None,
+                   help="TLS, basic auth and headers for the HTTP endpoints (Prometheus exporter-toolkit "
+                        "format; docs/security.md)")
+    p.add_argument("--web.disable-probe", dest="disable_probe", action="store_true",
+                   help="refuse every /probe request (403); scheduled checks keep running")
     _common(p)
     return p
+
+
+def _shard(text: str):
+    from exporter.checks import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_probe_parser() -> argparse.ArgumentParser:
@@ -78,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.config_check:
         return _check_main(ns)
     try:
-        return asyncio.run(serve(ns.config_file, ns.listen, region=ns.region))
+        return eventloop.run(serve(ns.config_file, ns.listen, region=ns.region, shard=ns.shard,
+                                   omit_region_label=ns.omit_region_label,
+                                   web_config_file=ns.web_config_file, disable_probe=ns.disable_probe))
     except ConfigError as exc:
         print(f"outage-exporter: config error: {exc}", file=sys.stderr)
         return 1
@@ -88,7 +110,7 @@ def _check_main(ns: argparse.Namespace) -> int:
     """Validate like startup does (including ``--region``) without starting anything."""
     from exporter.runtime import Runtime
 
-    rt = Runtime(ns.config_file, region=ns.region)
+    rt = Runtime(ns.config_file, region=ns.region, shard=ns.shard, omit_region_label=ns.omit_region_label)
     try:
         config = rt.load()
     except ConfigError as exc:
@@ -102,37 +124,81 @@ def _check_main(ns: argparse.Namespace) -> int:
 
 
 async def serve(config_file: str | None, listen: tuple[str, int], *, region: str | None = None,
-                runtime=None, stop_event: asyncio.Event | None = None) -> int:
+                runtime=None, stop_event: asyncio.Event | None = None, shard=None,
+                omit_region_label: bool = False, web_config_file: str | None = None,
+                disable_probe: bool = False) -> int:
     """Run the exporter until SIGINT/SIGTERM (or ``stop_event``). SIGHUP reloads the config.
 
-    Returns 0 after a clean shutdown, 1 when the listen address cannot be bound (logged, no traceback).
+    Returns 0 after a clean shutdown (bounded by SHUTDOWN_SECONDS), 1 when the listen address cannot be
+    bound (logged, no traceback).
     """
     from aiohttp import web
 
     from exporter.runtime import Runtime
     from exporter.web.app import make_app
 
-    rt = runtime or Runtime(config_file, region=region)
+    rt = runtime or Runtime(config_file, region=region, shard=shard, omit_region_label=omit_region_label)
+    security = _web_security(web_config_file, rt)
     await rt.start()
-    runner = web.AppRunner(make_app(rt), access_log=None, handle_signals=False)
+    rt.ready = False  # ready (/-/ready) once the listener is up too
+    app = make_app(rt, security=security, disable_probe=disable_probe)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HANDLER_GRACE_SECONDS)
     await runner.setup()
     address = format_listen(listen)
+    ssl_context = security.ssl_context if security is not None else None
     try:
-        await web.TCPSite(runner, listen[0], listen[1], reuse_address=True).start()
+        await web.TCPSite(runner, listen[0], listen[1], reuse_address=True, ssl_context=ssl_context).start()
     except OSError as exc:  # address in use, not a local address, unknown host name
         log.error("cannot listen", extra={"fields": {"address": address, "err": str(exc)}})
         await rt.stop()
         await runner.cleanup()
         return 1
+    rt.ready = True
     bound = ", ".join(format_listen(a[:2]) for a in runner.addresses)  # the real port when asked for port 0
-    log.info("listening", extra={"fields": {"address": bound, "version": __version__}})
+    log.info("listening", extra={"fields": {"address": bound, "version": __version__,
+                                          "loop": eventloop.running_name()}})
     stop = stop_event or asyncio.Event()
-    with _signals(stop, rt):
+    with _signals(stop, rt):  # still installed while shutting down: a second SIGTERM changes nothing
         await stop.wait()
-    log.info("shutting down")
-    await rt.stop()
-    await runner.cleanup()
+        log.info("shutting down")
+        await _shutdown(rt, runner)
     return 0
+
+
+HANDLER_GRACE_SECONDS = 1.0  # requests other than /probe (a /metrics scrape) may finish within this
+SHUTDOWN_SECONDS = 5.0  # SIGTERM to exit, at most, even with probes waiting on black-holed targets
+
+
+async def _shutdown(rt, runner) -> None:
+    """Stop accepting, cancel /probe requests and scheduled probes in flight, close every socket.
+
+    The listeners close first, then /probe handlers are cancelled (the app's on_shutdown) and other
+    requests get HANDLER_GRACE_SECONDS; then the scheduler cancels its probes. Each step is bounded so the
+    whole takes at most about SHUTDOWN_SECONDS.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SHUTDOWN_SECONDS
+    try:
+        async with asyncio.timeout_at(deadline - SHUTDOWN_SECONDS / 2):
+            await runner.cleanup()
+    except TimeoutError:
+        log.warning("HTTP server did not stop in time; closing anyway")
+    await rt.stop(wait=max(deadline - loop.time() - 0.5, 0.1))
+    log.debug("stopped", extra={"fields": {"seconds": round(SHUTDOWN_SECONDS - (deadline - loop.time()), 3)}})
+
+
+def _web_security(path: str | None, rt):
+    """The --web.config.file, loaded before anything starts; reloaded with the config."""
+    if path is None:
+        return None
+    from exporter.web.webconfig import WebSecurity
+
+    try:
+        security = WebSecurity(path, on_load=rt.self_metrics.web_config_loaded)
+    except ConfigError as exc:
+        raise ConfigError("", f"--web.config.file {path}: {exc}") from None
+    rt.reload_hooks.append(security.reload)
+    return security
 
 
 def format_listen(listen: tuple[str, int]) -> str:

@@ -30,6 +30,8 @@ SCRAPE_TIMEOUT_OFFSET = 0.5  # seconds kept back from Prometheus' scrape timeout
 class Runtime:
     config_path: str | None
     region: str | None = None  # --region: restrict to (or name) this region
+    shard: checks_mod.Shard | None = None  # --shard i/N: run only this replica's share of the checks
+    omit_region_label: bool = False  # --region.omit-label: the collector (agent, target label) adds region
     resolv_conf: str = "/etc/resolv.conf"
     config: Config | None = None
     checks: list[Check] = field(default_factory=list)
@@ -39,6 +41,7 @@ class Runtime:
     looplag: LoopLagMonitor | None = None
     ready: bool = False
     banner: Callable[[], dict[str, str]] | None = None  # extra facts for the landing page (the demo)
+    reload_hooks: list[Callable[[], object]] = field(default_factory=list)  # also run on every reload (web config)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def load(self) -> Config:
@@ -47,12 +50,17 @@ class Runtime:
         if self.region is not None and config.regions and self.region not in {r.name for r in config.regions}:
             known = ", ".join(sorted(r.name for r in config.regions))
             raise ConfigError("regions", f"--region {self.region!r} is not a configured region (known: {known})")
+        if self.omit_region_label and self.region is None and len(config.regions) > 1:
+            known = ", ".join(r.name for r in config.regions)
+            raise ConfigError("regions", "--region.omit-label needs one region per exporter: pass --region "
+                              f"or use a one-region config (configured: {known})")
         return config
 
     def expand_checks(self, config: Config) -> list[Check]:
         """The checks this process schedules for ``config`` (all regions, or only the --region one)."""
         only = self.region if self.region is not None and config.regions else None
-        return checks_mod.expand(config, only_region=only)
+        checks = checks_mod.select_shard(checks_mod.expand(config, only_region=only), self.shard)
+        return checks_mod.without_region_label(checks) if self.omit_region_label else checks
 
     async def start(self) -> None:
         config = self.load()
@@ -63,15 +71,23 @@ class Runtime:
         self.looplag.start()
         self.self_metrics.scheduler = self.scheduler
         self.self_metrics.looplag = self.looplag
+        self._export_shard()
         await self.scheduler.start(self.checks)
         self.self_metrics.reload_succeeded()
         self.ready = True
         log.info("started", extra={"fields": {"config": config.source, "checks": len(self.checks),
                                               "regions": len(config.regions)}})
 
+    def _export_shard(self) -> None:
+        """``outage_exporter_shard_info{shard,shards}``: which share of the checks this replica runs."""
+        if self.shard is not None:
+            self.self_metrics.set_shard(self.shard.index, self.shard.count)
+
     async def reload(self) -> tuple[bool, str]:
         """Reload the config file. Returns (ok, message); never raises for a bad file."""
         async with self._reload_lock:
+            for hook in self.reload_hooks:
+                hook()
             try:
                 config = self.load()
             except ConfigError as exc:
@@ -79,6 +95,12 @@ class Runtime:
                 log.error("config reload failed; keeping the last good config",
                           extra={"fields": {"err": str(exc)}})
                 return False, str(exc)
+            except Exception as exc:  # noqa: BLE001 - a loader bug must not cost the last good config
+                message = f"internal error while loading the config: {type(exc).__name__}: {exc}"
+                self.self_metrics.reload_failed(message)
+                log.error("config reload failed; keeping the last good config", exc_info=exc,
+                          extra={"fields": {"err": message}})
+                return False, message
             if self.config is not None and config.checksum == self.config.checksum:
                 self.self_metrics.reload_succeeded()
                 return True, "config unchanged"
@@ -90,15 +112,17 @@ class Runtime:
             log.info("config reloaded", extra={"fields": {"checks": len(new_checks)}})
             return True, "config reloaded"
 
-    async def stop(self) -> None:
+    async def stop(self, *, wait: float | None = None) -> None:
+        """Stop probing; in-flight probes are cancelled and awaited for at most ``wait`` seconds."""
         self.ready = False
         if self.scheduler is not None:
-            await self.scheduler.stop()
+            await (self.scheduler.stop() if wait is None else self.scheduler.stop(wait=wait))
         if self.looplag is not None:
             await self.looplag.stop()
-        from exporter.probers import http
+        from exporter.probers import http, udpmux
 
         await http.close()
+        await udpmux.close()
 
     # --- one-off probes (/probe and the `probe` command) -------------------------------------------------
     def region_named(self, name: str | None) -> Region:

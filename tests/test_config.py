@@ -181,7 +181,7 @@ INVALID = {
         'modules.tls.tcp.tls_config.min_version: invalid value "TLS1.2" (allowed: "TLS10", "TLS11", "TLS12", '
         '"TLS13")',
     "invalid-top-level-list.yml":
-        "the configuration must be a mapping (keys: defaults, modules, regions, services), got a list",
+        "the configuration must be a mapping (keys: defaults, modules, regions, services, probe), got a list",
     "invalid-two-path-key.yml":
         'services[0].checks[0].two_path.max-age: unknown key "max-age"; did you mean "max_age"? (allowed: '
         "enabled, max_age)",
@@ -202,7 +202,7 @@ INVALID = {
         'services[0].checks[0].regions[1]: unknown region "eu-wset" (known: eu-west, us-east)',
     "invalid-unknown-top-key.yml":
         'modulez: unknown key "modulez"; did you mean "modules"? '
-        "(allowed: defaults, modules, regions, services)",
+        "(allowed: defaults, modules, probe, regions, services)",
     "invalid-unsupported-blackbox-key.yml":
         'modules.api.http.oauth2: blackbox_exporter option "oauth2" is not supported by outage-exporter',
     "invalid-vantage-ratio.yml": "regions[0].vantage.min_healthy_ratio: must be between 0 and 1, got 1.5",

@@ -106,6 +106,7 @@ def _self_metrics() -> SelfMetrics:
     metrics.reload_succeeded(timestamp=1_700_000_000.0)
     metrics.reload_failed("bad yaml")
     metrics.probe_endpoint_request("http_2xx")
+    metrics.web_config_loaded(True)
     return metrics
 
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from exporter.config.probe_policy import ProbePolicy
+
 IpProtocol = Literal["ip4", "ip6"]
 
 
@@ -226,5 +228,6 @@ class Config:
     modules: dict[str, Module] = field(default_factory=dict)
     regions: tuple[Region, ...] = ()
     services: tuple[Service, ...] = ()
+    probe: ProbePolicy = field(default_factory=ProbePolicy)  # the /probe endpoint's policy (probe_policy.py)
     source: str = "<embedded>"  # file path the config came from, for messages
     checksum: str = ""  # sha256 of the raw bytes: a reload with the same checksum is a no-op

@@ -1,8 +1,10 @@
 """Run real Prometheus and Alertmanager next to an exporter, with a webhook sink that records notifications.
 
-Used by ``outage-exporter demo --with-stack`` and by the end-to-end alert tests: the binaries are the
-installed ones (Debian: ``prometheus``, ``prometheus-alertmanager``), the rules and routes are the
-project's own files from ``alerts/``, and every process listens on 127.0.0.1 only.
+Used by ``outage-exporter demo --with-stack``, by ``deploy/local/run`` and by the end-to-end alert tests: the
+binaries are the installed ones (Debian: ``prometheus``, ``prometheus-alertmanager``), the rules and routes
+are the project's own files from ``alerts/``, the Prometheus configuration is ``deploy/local/prometheus.yml``
+with the addresses filled in (:func:`fill_prometheus_config`, the one source of that configuration), and
+every process listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +28,8 @@ from aiohttp import web
 log = logging.getLogger("exporter.stack")
 
 SINK_PLACEHOLDER = "http://127.0.0.1:5001"  # webhook base URL in alerts/alertmanager.yml, replaced at start
+EXPORTER_JOB = "outage-exporter"  # the job name the rules expect (docs/alerts.md)
+PROMETHEUS_TEMPLATE = Path("deploy") / "local" / "prometheus.yml"  # relative to the project's root
 BINARIES = {"prometheus": ("prometheus",), "alertmanager": ("prometheus-alertmanager", "alertmanager")}
 
 
@@ -51,6 +56,39 @@ def find_alerts_dir(start: Path | None = None) -> Path | None:
     return None
 
 
+def find_prometheus_template(start: Path | None = None) -> Path | None:
+    """deploy/local/prometheus.yml: next to the package in a source checkout, or under the cwd."""
+    for root in (Path(__file__).resolve().parents[2], start or Path.cwd()):
+        if (root / PROMETHEUS_TEMPLATE).is_file():
+            return root / PROMETHEUS_TEMPLATE
+    return None
+
+
+def fill_prometheus_config(template: Path, *, exporters: Sequence[str], alertmanagers: Sequence[str],
+                           scrape_interval: str | None = None, evaluation_interval: str | None = None) -> dict:
+    """The shipped Prometheus config with these ``host:port`` addresses and absolute ``rule_files``.
+
+    Absolute rule paths let the result live anywhere (a temporary directory), unlike the shipped file whose
+    paths are relative to its own directory. A shorter ``scrape_interval`` also caps ``scrape_timeout``.
+    """
+    from exporter.config.durations import parse_duration
+
+    config = yaml.safe_load(template.read_text())
+    base = template.resolve().parent
+    config["rule_files"] = [str((base / pattern).resolve()) for pattern in config["rule_files"]]
+    glob = config["global"]
+    if scrape_interval is not None:
+        glob["scrape_interval"] = scrape_interval
+        if parse_duration(str(glob.get("scrape_timeout", "10s"))) > parse_duration(scrape_interval):
+            glob["scrape_timeout"] = scrape_interval
+    if evaluation_interval is not None:
+        glob["evaluation_interval"] = evaluation_interval
+    config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": list(alertmanagers)}]
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == EXPORTER_JOB)
+    job["static_configs"] = [{"targets": list(exporters)}]
+    return config
+
+
 @dataclass
 class Notification:
     receiver: str  # the webhook path, e.g. "pager"
@@ -75,10 +113,10 @@ class Notification:
 class WebhookSink:
     """An Alertmanager webhook receiver on 127.0.0.1 that keeps every notification in memory."""
 
-    def __init__(self, *, echo: bool = False) -> None:
+    def __init__(self, *, echo: bool = False, port: int = 0) -> None:
         self.notifications: list[Notification] = []
         self.echo = echo
-        self.port = 0
+        self.port = port
         self._runner: web.AppRunner | None = None
         self.arrived = asyncio.Event()
 
@@ -91,7 +129,7 @@ class WebhookSink:
         app.router.add_post("/{receiver}", self._receive)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -115,7 +153,10 @@ class WebhookSink:
 
 @dataclass
 class Stack:
-    """Prometheus (scraping ``exporter_address`` with the project's rules) + Alertmanager + webhook sink."""
+    """Prometheus (scraping ``exporter_address`` with the project's rules) + Alertmanager + webhook sink.
+
+    Ports left at 0 are picked free at start.
+    """
 
     exporter_address: str  # host:port of the exporter's /metrics
     alerts_dir: Path
@@ -126,6 +167,8 @@ class Stack:
     sink: WebhookSink = field(init=False)
     prometheus_port: int = 0
     alertmanager_port: int = 0
+    sink_port: int = 0
+    prometheus_template: Path | None = None  # default: find_prometheus_template()
     _procs: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -137,19 +180,13 @@ class Stack:
         return f"http://127.0.0.1:{self.alertmanager_port}"
 
     def prometheus_config(self) -> dict:
-        rules = sorted(str(p) for p in (self.alerts_dir / "rules").glob("*.yml"))
-        return {
-            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.evaluation_interval,
-                       "scrape_timeout": self.scrape_interval},
-            "rule_files": rules,
-            "alerting": {"alertmanagers": [{"static_configs": [
-                {"targets": [f"127.0.0.1:{self.alertmanager_port}"]}]}]},
-            "scrape_configs": [{
-                "job_name": "outage-exporter",
-                "honor_labels": True,
-                "static_configs": [{"targets": [self.exporter_address]}],
-            }],
-        }
+        template = self.prometheus_template or find_prometheus_template()
+        if template is None:
+            raise FileNotFoundError(f"{PROMETHEUS_TEMPLATE} not found (run from a source checkout)")
+        return fill_prometheus_config(template, exporters=[self.exporter_address],
+                                      alertmanagers=[f"127.0.0.1:{self.alertmanager_port}"],
+                                      scrape_interval=self.scrape_interval,
+                                      evaluation_interval=self.evaluation_interval)
 
     def alertmanager_config(self) -> str:
         text = (self.alerts_dir / "alertmanager.yml").read_text()
@@ -160,9 +197,10 @@ class Stack:
         if prometheus is None or alertmanager is None:
             raise FileNotFoundError("prometheus and prometheus-alertmanager must be installed "
                                     "(Debian: apt-get install prometheus prometheus-alertmanager)")
-        self.sink = await WebhookSink(echo=self.echo).start()
+        self.sink = await WebhookSink(echo=self.echo, port=self.sink_port).start()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.prometheus_port, self.alertmanager_port = free_port(), free_port()
+        self.prometheus_port = self.prometheus_port or free_port()
+        self.alertmanager_port = self.alertmanager_port or free_port()
         am_cfg = self.workdir / "alertmanager.yml"
         am_cfg.write_text(self.alertmanager_config())
         prom_cfg = self.workdir / "prometheus.yml"

@@ -28,7 +28,7 @@ from types import TracebackType
 
 import yaml
 
-from exporter.config.durations import parse_duration
+from exporter.lab.stack import fill_prometheus_config
 from tests.helpers.binaries import require_binary
 from tests.helpers.exporter_proc import free_port
 
@@ -107,21 +107,10 @@ def prometheus_config(*, exporter: str, alertmanager: str, scrape_interval: str 
                       evaluation_interval: str | None = None) -> str:
     """deploy/local/prometheus.yml with these ``host:port`` addresses and absolute ``rule_files``.
 
-    Absolute rule paths let the result live anywhere (a temporary directory), unlike the shipped file
-    whose paths are relative to deploy/local/.
+    The same filling as the lab stack and deploy/local/run (exporter.lab.stack.fill_prometheus_config).
     """
-    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
-    base = PROMETHEUS_CONFIG.parent
-    config["rule_files"] = [str((base / pattern).resolve()) for pattern in config["rule_files"]]
-    if scrape_interval is not None:
-        config["global"]["scrape_interval"] = scrape_interval
-        if parse_duration(config["global"]["scrape_timeout"]) > parse_duration(scrape_interval):
-            config["global"]["scrape_timeout"] = scrape_interval
-    if evaluation_interval is not None:
-        config["global"]["evaluation_interval"] = evaluation_interval
-    config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [alertmanager]}]
-    job = next(j for j in config["scrape_configs"] if j["job_name"] == EXPORTER_JOB)
-    job["static_configs"] = [{"targets": [exporter]}]
+    config = fill_prometheus_config(PROMETHEUS_CONFIG, exporters=[exporter], alertmanagers=[alertmanager],
+                                    scrape_interval=scrape_interval, evaluation_interval=evaluation_interval)
     return yaml.safe_dump(config, sort_keys=False)
 
 
