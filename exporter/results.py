@@ -19,7 +19,7 @@ import logging
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate
 from typing import NamedTuple
 
@@ -102,6 +102,15 @@ class ResultStore:
         self._policy: dict[str, float] = {}  # region -> min_healthy_ratio
         self._healthy: dict[str, bool] = {}  # region -> the vantage verdict last logged
         self.generation = 0  # bumped by set_checks: lets readers cache per-check text until the next load
+        self._listener: Callable[[CheckState], None] | None = None
+
+    def listen(self, callback: Callable[[CheckState], None] | None) -> None:
+        """Call ``callback(state)`` after every recorded result (replacing any earlier callback).
+
+        Exposition uses it to re-render a check's text when its result arrives, so a scrape only joins
+        text that is already rendered instead of formatting every check at once.
+        """
+        self._listener = callback
 
     # --- writers ----------------------------------------------------------------------------------------
     def set_checks(self, checks: Sequence[Check]) -> None:
@@ -160,6 +169,8 @@ class ResultStore:
         self._recent.append(entry)
         if not result.success:
             self._recent_failures.append(entry)
+        if self._listener is not None:
+            self._listener(state)
 
     def _note_vantage(self, region: str) -> None:
         """Log when a control's result turns the region's vantage unhealthy or healthy again."""

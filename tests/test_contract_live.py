@@ -85,8 +85,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         dns = bg.run(start_dns(RECORDS))
         path = tmp / "outage.yml"
         path.write_text(config_text(http=http.port, https=https.port, dns=dns.address, ca_file=pki.ca_file))
+        # A web config (response headers only) so its reload gauge is part of the live contract too.
+        web_config = tmp / "web.yml"
+        web_config.write_text("http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n")
         try:
-            with ExporterProcess(path) as exporter:
+            with ExporterProcess(path, args=("--web.config.file", str(web_config))) as exporter:
                 exporter.wait_all_ran(runs=2)
 
                 def probe(module: str, target: str) -> str:

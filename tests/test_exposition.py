@@ -386,3 +386,66 @@ def test_probe_output_never_carries_identity_labels(prober):
     text = render_probe_result(result, prober)
     for label in ("service=", "provider=", "region=", "check=", "target=", "resolver="):
         assert label not in text
+
+
+def test_text_follows_every_result_recorded_after_a_scrape():
+    checks = [make_check(f"c{i}", service="s", provider="p", region="r", target="http://t/") for i in range(3)]
+    store, fresh = _store(*checks), _store(*checks)
+    render_scheduled(store)  # from here on, records re-render a check's text as they arrive
+    history = [make_result(False, reason=r.TIMEOUT, phases={"connect": 0.1}),
+               make_result(details={r.D_HTTP_STATUS: 200}), make_result(False, reason=r.HTTP_STATUS)]
+    for i, result in enumerate(history):
+        store.record(checks[i], result)
+        fresh.record(checks[i], result)
+    again = make_result(details={r.D_IP_PROTOCOL: 6})
+    store.record(checks[0], again)
+    fresh.record(checks[0], again)
+    text = render_scheduled(store)
+    assert text == render_scheduled(fresh)  # rendered whole from the state: same bytes
+    assert _family(text, "outage_probe_failure_info") == [
+        f'outage_probe_failure_info{{{ID.replace("home", "c2")},reason="{r.HTTP_STATUS}"}} 1'
+    ]
+    assert _family(text, "probe_ip_protocol") == [f'probe_ip_protocol{{{ID.replace("home", "c0")}}} 6']
+
+
+async def test_async_scrape_shows_one_instant_even_if_results_arrive_meanwhile():
+    checks = [make_check(f"c{i}") for i in range(50)]
+    store = _store(*checks)
+    for check in checks:
+        store.record(check, make_result(phases={"connect": 0.01}))
+    expected = render_scheduled(store)
+
+    async def record_soon():
+        await asyncio.sleep(0)
+        for check in checks:
+            store.record(check, make_result(False, reason=r.TIMEOUT))
+
+    recording = asyncio.create_task(record_soon())
+    chunks = await render_scheduled_chunks_async(store)
+    await recording
+    assert b"".join(chunks).decode() == expected
+    assert render_scheduled(store) != expected  # the next scrape shows the new results
+
+
+async def test_metrics_endpoint_sends_the_body_with_its_length():
+    from types import SimpleNamespace
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from exporter.web.app import RUNTIME, metrics
+
+    store = _store(*[make_check(f"c{i}") for i in range(20)])
+    self_metrics = _self_metrics()
+    app = web.Application()
+    app[RUNTIME] = SimpleNamespace(store=store, scheduler=None, self_metrics=self_metrics)  # type: ignore[assignment]
+    app.router.add_get("/metrics", metrics)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+        body = await resp.read()
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == CONTENT_TYPE
+        assert int(resp.headers["Content-Length"]) == len(body)
+        assert body.decode().endswith(render_scheduled(store))
+        head = await client.head("/metrics")
+        assert head.status == 200 and await head.read() == b""

@@ -121,3 +121,18 @@ def test_histogram_buckets_and_cumulative_counts():
 def test_histogram_rejects_unsorted_bounds():
     with pytest.raises(ValueError, match="strictly increasing"):
         Histogram((1.0, 0.5))
+
+
+def test_listener_sees_each_recorded_state_after_it_is_updated():
+    check, gone = make_check("a"), make_check("b")
+    store = ResultStore()
+    store.set_checks([check])
+    seen = []
+    store.listen(lambda state: seen.append((state.check.key, state.runs)))
+    store.record(check, make_result())
+    store.record(gone, make_result())  # not loaded: ignored, no callback
+    store.record(check, make_result(False, reason="timeout"))
+    assert seen == [(check.key, 1), (check.key, 2)]
+    store.listen(None)
+    store.record(check, make_result())
+    assert len(seen) == 2

@@ -29,6 +29,7 @@ __all__ = [
     "SelfMetrics",
     "render_metrics",
     "render_metrics_async",
+    "render_metrics_chunks_async",
     "render_probe_result",
     "render_scheduled",
 ]
@@ -42,6 +43,14 @@ def render_metrics(store: ResultStore, scheduler: Scheduler | None, self_metrics
 async def render_metrics_async(
     store: ResultStore, scheduler: Scheduler | None, self_metrics: SelfMetrics
 ) -> bytes:
-    """render_metrics without holding the event loop for the whole render (for the HTTP handler)."""
+    """render_metrics without holding the event loop for the whole render."""
+    return b"".join(await render_metrics_chunks_async(store, scheduler, self_metrics))
+
+
+async def render_metrics_chunks_async(
+    store: ResultStore, scheduler: Scheduler | None, self_metrics: SelfMetrics
+) -> list[bytes]:
+    """render_metrics_async as chunks that concatenate to the body (for the HTTP handler, which writes them
+    as they are rather than copying tens of MB into one more buffer)."""
     chunks = await render_scheduled_chunks_async(store)
-    return b"".join([self_metrics.render(scheduler), *chunks])
+    return [self_metrics.render(scheduler), *chunks]

@@ -1,0 +1,143 @@
+"""Scale: one exporter pinned to one CPU with 1k / 10k / 30k scheduled checks.
+
+Half of the checks are HTTP (nginx), half DNS (the local authoritative server), all at one interval. After
+one full interval of warm-up (every check has run once), a window of at least one interval is measured:
+
+- probes/s sustained: the change in ``outage_probe_runs_total`` over the window, against the configured
+  rate (checks / interval); skipped runs are counted too;
+- scheduler lag and event-loop lag: p50/p99 from the change of the exporter's own histograms over the
+  window (interpolated inside buckets, as PromQL's histogram_quantile does, so they are estimates);
+- RSS: the highest resident size sampled each second in the window, and VmHWM;
+- /metrics: client-side time of a full GET (request sent to last byte read) for a few scrapes spread over
+  the window, and the body size. Those scrapes belong to the load, as Prometheus's would.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+from benchmarks import promtext
+from benchmarks.context import Context, sleep_until
+from benchmarks.exporters import dns_check, http_check, scheduled_file, start_ours
+from benchmarks.procs import cpu_seconds, http_get, peak_rss_bytes, rss_bytes
+
+
+@dataclass(frozen=True)
+class ScaleSettings:
+    sizes: tuple[int, ...] = (1_000, 10_000, 30_000)
+    interval: float = 15.0
+    window: float = 30.0  # at least one interval
+    metrics_samples: int = 4  # timed /metrics scrapes inside the window (plus the two at its edges)
+
+
+@dataclass(frozen=True)
+class ScaleRow:
+    checks: int
+    interval: float
+    startup_seconds: float  # process start to /-/ready
+    target_rate: float  # checks / interval
+    probes_per_second: float
+    skipped_runs: int
+    failed: int
+    cpu_utilisation: float  # CPU seconds per second (1.0 = the whole pinned CPU)
+    rss_bytes: int
+    peak_rss_bytes: int
+    sched_lag_p50: float
+    sched_lag_p99: float
+    loop_lag_p50: float
+    loop_lag_p99: float
+    loop_lag_max_bound: float
+    metrics_seconds_median: float
+    metrics_seconds_max: float
+    metrics_bytes: int
+
+
+def run_scale(ctx: Context, settings: ScaleSettings, log=print) -> list[ScaleRow]:
+    rows = []
+    for size in settings.sizes:
+        ctx.check_targets()
+        row = _one_size(ctx, settings, size)
+        log(f"  scale {size:>6} checks: {row.probes_per_second:7.1f}/{row.target_rate:.1f} probes/s, "
+            f"lag p99 {row.sched_lag_p99 * 1000:.1f} ms, RSS {row.rss_bytes / 2**20:.0f} MiB, "
+            f"/metrics {row.metrics_seconds_median * 1000:.0f} ms ({row.metrics_bytes / 2**20:.1f} MiB)")
+        rows.append(row)
+    return rows
+
+
+def scale_services(size: int, http_url: str, dns_server: str) -> list[tuple[str, list[dict]]]:
+    """``size`` checks: services with one HTTP and one DNS check each (one extra HTTP check if odd)."""
+    services = [(f"s{i:05d}", [http_check("http", http_url), dns_check("dns", dns_server)]) for i in range(size // 2)]
+    if size % 2:
+        services.append((f"s{size // 2:05d}", [http_check("http", http_url)]))
+    return services
+
+
+def _one_size(ctx: Context, settings: ScaleSettings, size: int) -> ScaleRow:
+    workdir = ctx.subdir(f"scale/{size}")
+    config = scheduled_file(workdir / "config.json", scale_services(size, ctx.targets.http_url, ctx.targets.dns_server),
+                            interval=settings.interval, dns_server=ctx.targets.dns_server)
+    launched = time.monotonic()
+    prober = start_ours(config, workdir, ctx.cores.prober, name="outage-exporter-scale")
+    try:
+        startup = time.monotonic() - launched
+        time.sleep(settings.interval + 1.0)
+        window = max(settings.window, settings.interval)
+        started = time.monotonic()
+        cpu0 = cpu_seconds(prober.pid)
+        first, t_first = http_get(prober.url + "/metrics")
+        timings, rss = [t_first], [rss_bytes(prober.pid)]
+        samples = settings.metrics_samples
+        scrape_at = [started + window * (i + 1) / (samples + 1) for i in range(samples)]
+        while time.monotonic() < started + window:
+            if scrape_at and time.monotonic() >= scrape_at[0]:
+                scrape_at.pop(0)
+                timings.append(http_get(prober.url + "/metrics")[1])
+            rss.append(rss_bytes(prober.pid))
+            sleep_until(min([started + window, time.monotonic() + 1.0, *scrape_at[:1]]))
+        cpu1 = cpu_seconds(prober.pid)
+        elapsed = time.monotonic() - started
+        last, t_last = http_get(prober.url + "/metrics")
+        timings.append(t_last)
+        peak = peak_rss_bytes(prober.pid)
+    finally:
+        prober.stop()
+    return _row(size, settings.interval, startup, first, last, elapsed, cpu1 - cpu0, timings, rss, peak)
+
+
+def _delta(first: bytes, last: bytes, name: str) -> float:
+    return promtext.total(last, name) - promtext.total(first, name)
+
+
+def _row(size: int, interval: float, startup: float, first: bytes, last: bytes, elapsed: float, cpu: float,
+         timings: list[float], rss: list[int], peak: int) -> ScaleRow:
+    lag = promtext.Buckets.read(last, "outage_exporter_scheduler_lag_seconds") - \
+        promtext.Buckets.read(first, "outage_exporter_scheduler_lag_seconds")
+    loop = promtext.Buckets.read(last, "outage_exporter_event_loop_lag_seconds") - \
+        promtext.Buckets.read(first, "outage_exporter_event_loop_lag_seconds")
+    return ScaleRow(
+        checks=size,
+        interval=interval,
+        startup_seconds=startup,
+        target_rate=size / interval,
+        probes_per_second=_delta(first, last, "outage_probe_runs_total") / elapsed,
+        skipped_runs=int(_delta(first, last, "outage_exporter_scheduler_skipped_runs_total")),
+        failed=int(_delta(first, last, "outage_probe_failures_total")),
+        cpu_utilisation=cpu / elapsed,
+        rss_bytes=max(rss),
+        peak_rss_bytes=peak,
+        sched_lag_p50=lag.quantile(0.5),
+        sched_lag_p99=lag.quantile(0.99),
+        loop_lag_p50=loop.quantile(0.5),
+        loop_lag_p99=loop.quantile(0.99),
+        loop_lag_max_bound=loop.max_bound() if loop.count else math.nan,
+        metrics_seconds_median=statistics.median(timings),
+        metrics_seconds_max=max(timings),
+        metrics_bytes=len(last),
+    )
+
+
+def to_json(rows: list[ScaleRow], settings: ScaleSettings) -> dict:
+    return {"settings": asdict(settings), "rows": [asdict(r) for r in rows]}

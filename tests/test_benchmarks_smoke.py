@@ -1,0 +1,103 @@
+"""The benchmark harness in its tiny profile: every benchmark runs end to end and reports real figures.
+
+The figures of a tiny run mean nothing; what is checked is that the harness still starts the targets and
+both exporters, measures, and prints every table row with positive numbers, so it cannot rot unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import promtext
+from benchmarks.procs import cpu_seconds
+from tests.helpers.binaries import require_binary
+
+REPO = Path(__file__).resolve().parents[1]
+NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    require_binary("nginx", "/usr/sbin/nginx", package="nginx")
+    require_binary("knotd", "/usr/sbin/knotd", "nsd", "/usr/sbin/nsd", package="knot")
+    require_binary("prometheus-blackbox-exporter", "blackbox_exporter", package="prometheus-blackbox-exporter")
+    out = tmp_path_factory.mktemp("bench") / "tiny.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--tiny", "--json", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout, json.loads(out.read_text())
+
+
+def row(text: str, pattern: str) -> list[float]:
+    """The numbers of the one table line matching ``pattern`` (a regex anchored at the line start)."""
+    lines = [line for line in text.splitlines() if re.match(pattern, line)]
+    assert len(lines) == 1, f"expected one line matching {pattern!r}:\n{text}"
+    return [float(n) for n in re.findall(NUMBER, lines[0])]
+
+
+@pytest.mark.slow
+def test_cpu_table_has_every_protocol_and_mode(tiny_run: tuple[str, dict]) -> None:
+    text, _ = tiny_run
+    for protocol in ("http", "dns"):
+        for mode in ("ours, scheduled", "ours, /probe", "blackbox_exporter /probe"):
+            numbers = row(text, rf"{protocol}\s+{re.escape(mode)}\s")
+            cpu_ms, probes_per_s, probes = numbers[0], numbers[3], numbers[4]
+            assert cpu_ms > 0 and probes_per_s > 0 and probes > 0, (protocol, mode, numbers)
+
+
+@pytest.mark.slow
+def test_scale_and_accuracy_tables(tiny_run: tuple[str, dict]) -> None:
+    text, data = tiny_run
+    numbers = row(text, r"200\s+2s\s")
+    assert all(n >= 0 for n in numbers) and numbers[3] > 0  # probes/s
+    scale = data["scale"]["rows"][0]
+    assert scale["probes_per_second"] > 0 and scale["rss_bytes"] > 0 and scale["metrics_bytes"] > 0
+    assert scale["metrics_seconds_median"] > 0
+    for protocol, delay in (("dns", 50), ("http", 100)):
+        numbers = row(text, rf"{protocol}\s+{delay}\s")
+        assert numbers[1] > 0  # probes matched to the delay server's records
+    for acc in data["accuracy"]["rows"]:
+        assert acc["samples"] > 0 and acc["unmatched"] == 0
+        # the measured latency includes the delay: a prober cannot be faster than the server's hold
+        assert acc["measured_p50"] >= acc["nominal"] and acc["hold_p50"] >= acc["nominal"]
+
+
+@pytest.mark.slow
+def test_report_names_machine_versions_and_targets(tiny_run: tuple[str, dict]) -> None:
+    text, data = tiny_run
+    assert re.search(r"machine:\s+\d+ CPUs", text) and "blackbox_exporter 0." in text
+    assert data["machine"]["command"] == "python -m benchmarks --tiny --json " + data["machine"]["command"].split()[-1]
+    statuses = {t["target"]: t["status"] for t in data["targets"]}
+    assert len(statuses) == 9 and set(statuses.values()) <= {"met", "NOT met", "not measured"}
+    ratios = data["cpu"]["ratios_vs_blackbox"]
+    assert set(ratios) == {"http", "dns"} and all(v > 0 for r in ratios.values() for v in r.values())
+
+
+def exposition(counts: tuple[int, ...]) -> str:
+    bounds = ("0.01", "0.1", "1.0", "+Inf")
+    return "\n".join(f'lag_bucket{{le="{le}"}} {n}' for le, n in zip(bounds, counts, strict=True))
+
+
+def test_histogram_quantile_matches_promql() -> None:
+    buckets = promtext.Buckets.read(exposition((50, 90, 100, 100)), "lag")
+    assert buckets.count == 100
+    assert buckets.quantile(0.5) == pytest.approx(0.01)
+    assert buckets.quantile(0.7) == pytest.approx(0.01 + 0.09 * 20 / 40)
+    assert buckets.quantile(0.99) == pytest.approx(0.1 + 0.9 * 9 / 10)
+    assert buckets.max_bound() == 1.0
+    earlier = promtext.Buckets.read(exposition((10, 10, 10, 10)), "lag")
+    assert (buckets - earlier).cumulative == (40, 80, 90, 90)
+    assert (buckets - earlier).quantile(0.5) == pytest.approx(0.01 + 0.09 * 5 / 40)
+
+
+def test_cpu_seconds_counts_this_process() -> None:
+    before = cpu_seconds(os.getpid())
+    sum(i * i for i in range(2_000_000))
+    assert cpu_seconds(os.getpid()) > before
