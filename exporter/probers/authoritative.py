@@ -33,6 +33,7 @@ from exporter import discovery
 from exporter.checks import Check
 from exporter.config.model import AuthoritativeCheck
 from exporter.discovery import Plan, Target
+from exporter.probers import clock
 from exporter.probers import result as r
 from exporter.probers.dnsclient import exchange, rcode_reason
 from exporter.probers.result import NameserverResult, ProbeLog, ProbeResult, ZoneReport, finish
@@ -55,19 +56,20 @@ async def probe(check: Check, *, deadline: float) -> ProbeResult:
 
 
 class _Run:
-    __slots__ = ("check", "loop", "started", "log")
+    __slots__ = ("check", "loop", "started", "clock_started", "log")
 
     def __init__(self, check: Check) -> None:
         self.check = check
         self.loop = asyncio.get_running_loop()
-        self.started = self.loop.time()
-        self.log = ProbeLog(self.started)
+        self.started = self.loop.time()  # loop time: plans and deadlines are kept in it
+        self.clock_started = clock.now()  # durations are measured on the precise clock
+        self.log = ProbeLog(self.clock_started)
 
     def say(self, message: str) -> None:
-        self.log(self.loop.time(), message)
+        self.log(clock.now(), message)
 
     def done(self, reason: str | None, report: ZoneReport | None = None) -> ProbeResult:
-        result = finish(success=reason is None, reason=reason, started=self.started, now=self.loop.time(),
+        result = finish(success=reason is None, reason=reason, started=self.clock_started, now=clock.now(),
                         phases={}, details={}, log=self.log)
         return dataclasses.replace(result, zone=report) if report is not None else result
 
@@ -107,9 +109,7 @@ class _Run:
                    deadline: float) -> NameserverResult:
         """The SOA (then each query name) from one address over one transport."""
         zone = dns.name.from_text(settings.zone)
-        t0 = self.loop.time()
-        response, reason = await self._query(target, transport, zone, dns.rdatatype.SOA, deadline)
-        duration = self.loop.time() - t0
+        response, reason, duration = await self._query(target, transport, zone, dns.rdatatype.SOA, deadline)
         where = f"{target.nameserver} {target.label} {transport}"
         if response is None:
             self.say(f"{where}: {reason} after {duration * 1000:.1f}ms")
@@ -130,7 +130,7 @@ class _Run:
     async def _check_name(self, target: Target, transport: str, name: str, deadline: float,
                           where: str) -> str | None:
         qname = dns.name.from_text(name)
-        response, reason = await self._query(target, transport, qname, dns.rdatatype.A, deadline)
+        response, reason, _ = await self._query(target, transport, qname, dns.rdatatype.A, deadline)
         if response is None:
             self.say(f"{where}: {name} A: {reason}")
             return reason
@@ -141,13 +141,16 @@ class _Run:
         return reason
 
     async def _query(self, target: Target, transport: str, name: dns.name.Name, rdtype: int,
-                     deadline: float) -> tuple[dns.message.Message | None, str | None]:
+                     deadline: float) -> tuple[dns.message.Message | None, str | None, float]:
+        """The answer or the reason there is none, and how long the exchange took (connect + request:
+        without the time an answer waited for the event loop)."""
         query = dns.message.make_query(name, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
         query.flags &= ~dns.flags.RD
         ex = await exchange(query, target.server, transport=transport, deadline=deadline, log=self.log)
+        duration = sum(ex.phases.values())
         if ex.response is None:
-            return None, ex.reason or r.DNS_TIMEOUT
-        return ex.response, None
+            return None, ex.reason or r.DNS_TIMEOUT, duration
+        return ex.response, None, duration
 
     def _verdict(self, report: ZoneReport, plan: Plan) -> str | None:
         """None when a majority of the addresses answers, else the commonest reason of the others."""

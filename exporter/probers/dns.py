@@ -16,7 +16,6 @@ parse unless validators need the records' text; TLS contexts are built once per 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import logging
@@ -32,7 +31,7 @@ import dns.rdatatype
 
 from exporter.checks import Check
 from exporter.config.model import DNSProbe, Resolver
-from exporter.probers import dnsanswer, tlsutil
+from exporter.probers import clock, dnsanswer, tlsutil
 from exporter.probers import result as r
 from exporter.probers.dnsclient import DOT_ALPN, Exchange, decode, exchange, rcode_reason
 from exporter.probers.resolve import family_of, ip_literal, resolve
@@ -58,23 +57,23 @@ async def probe(check: Check, *, deadline: float) -> ProbeResult:
 class _Run:
     """State of one probe: the phases, details and log lines that end up in the ProbeResult."""
 
-    __slots__ = ("check", "settings", "loop", "started", "log", "phases", "details")
+    __slots__ = ("check", "settings", "started", "waited", "log", "phases", "details")
 
     def __init__(self, check: Check) -> None:
         self.check = check
         self.settings: DNSProbe = check.module.dns
-        self.loop = asyncio.get_running_loop()
-        self.started = self.loop.time()
+        self.started = clock.now()
+        self.waited = 0.0  # time the answer waited for the busy event loop: not the server's doing
         self.log = ProbeLog(self.started)
         self.phases: dict[str, float] = {}
         self.details: dict[str, float | int | str] = {}
 
     def say(self, message: str) -> None:
-        self.log(self.loop.time(), message)
+        self.log(clock.now(), message)
 
     def done(self, reason: str | None) -> ProbeResult:
-        return finish(success=reason is None, reason=reason, started=self.started, now=self.loop.time(),
-                      phases=self.phases, details=self.details, log=self.log)
+        return finish(success=reason is None, reason=reason, started=self.started,
+                      now=clock.now() - self.waited, phases=self.phases, details=self.details, log=self.log)
 
     async def go(self, deadline: float) -> ProbeResult:
         settings = self.settings
@@ -104,11 +103,11 @@ class _Run:
 
     async def _resolve(self, host: str, deadline: float) -> tuple[str | None, str]:
         """Address of a server given by name (rare: /probe with a hostname target), or the reason."""
-        t0 = self.loop.time()
+        t0 = clock.now()
         res = await resolve(host, self.check.resolvers, prefer=self.settings.preferred_ip_protocol,
                             fallback=self.settings.ip_protocol_fallback, deadline=deadline, log=self.log)
         if res.looked_up:
-            self.phases[r.PHASE_RESOLVE] = self.loop.time() - t0
+            self.phases[r.PHASE_RESOLVE] = clock.now() - t0
         reason = res.reason or r.DNS_TIMEOUT
         if not res.addresses:
             self.say(f"could not resolve DNS server {host}: {reason}")
@@ -130,6 +129,7 @@ class _Run:
                                 log=self.log, tls_context=tls_ctx, server_hostname=hostname,
                                 source=settings.source_ip_address, parse=_validating(settings))
         self.phases.update(ex.phases)
+        self.waited += ex.waited
         self.details[r.D_DNS_TRANSPORT] = ex.transport
         self.details[r.D_DNS_TRUNCATED] = int(ex.truncated)
         if server.tls:

@@ -8,6 +8,10 @@ by server address, id and question. For TCP and TLS the connection is opened her
 dnspython, so the time to connect (and,
 for TLS, to finish the handshake) is reported as its own ``connect`` phase, as blackbox_exporter does;
 ``request`` is the rest of the exchange.
+
+Times are read from ``clock.now`` at the event, never from the loop's cached clock. A UDP answer carries
+the kernel's receive time (udpmux); the time it then waited for the busy event loop is reported as
+``Exchange.waited`` and left out of ``request``, so a loaded exporter does not report the server as slow.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ import dns.query
 import dns.rcode
 
 from exporter.config.model import Resolver, TLSConfig
+from exporter.probers import clock, tlsutil, udpmux
 from exporter.probers import result as r
-from exporter.probers import tlsutil, udpmux
 from exporter.probers.errors import reason_for_exception
 from exporter.probers.result import ProbeLog
 from exporter.probers.tlsutil import TLSInfo
@@ -47,6 +51,7 @@ class Exchange:
     phases: dict[str, float] = field(default_factory=dict)  # connect (tcp/tls), request
     wire: bytes = b""  # the raw UDP answer (see exchange(parse=False))
     tls: TLSInfo | None = None  # DNS-over-TLS: what the handshake told us
+    waited: float = 0.0  # seconds a UDP answer waited, after it arrived, for the event loop to handle it
 
 
 def rcode_reason(rcode: int) -> str | None:
@@ -78,23 +83,23 @@ async def exchange(
     untruncated UDP answer is handed back as raw ``wire`` (header checked: our id, QR set) and parsing is
     left to the caller, which may read what it needs more cheaply and call :func:`decode` otherwise.
     """
-    loop = asyncio.get_running_loop()
     ex = Exchange(transport="tls" if server.tls else transport)
-    start = loop.time()
+    start = clock.now()
     try:
         if server.tls or transport == "tcp":
             ex.response = await _stream(ex, query, server, deadline, tls_context, server_hostname, source)
         else:
-            ex.wire = await _udp(query, server, deadline, source)
+            answer = await _udp(query, server, deadline, source)
+            ex.wire, ex.waited = answer.wire, max(0.0, clock.now() - answer.received)
             if _flags(ex.wire) & _TC:
                 ex.wire, ex.truncated, ex.transport = b"", True, "tcp"
-                log(loop.time(), f"truncated UDP answer from {server.name}, retrying over TCP")
+                log(clock.now(), f"truncated UDP answer from {server.name}, retrying over TCP")
                 ex.response = await _stream(ex, query, server, deadline, None, None, source)
             elif parse:
                 ex.response = _from_wire(ex.wire, query)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a reason
         _failed(ex, exc, server, log)
-    ex.phases[r.PHASE_REQUEST] = loop.time() - start - ex.phases.get(r.PHASE_CONNECT, 0.0)
+    ex.phases[r.PHASE_REQUEST] = max(0.0, clock.now() - start - ex.waited - ex.phases.get(r.PHASE_CONNECT, 0.0))
     return ex
 
 
@@ -112,7 +117,7 @@ def _failed(ex: Exchange, exc: Exception, server: Resolver | None, log: ProbeLog
     ex.reason = reason_for_exception(exc, dns_context=True)
     ex.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     where = f"query to {server.name} over {ex.transport}" if server else f"answer over {ex.transport}"
-    log(asyncio.get_running_loop().time(), f"{where} failed: {ex.error} -> {ex.reason}")
+    log(clock.now(), f"{where} failed: {ex.error} -> {ex.reason}")
 
 
 def _from_wire(wire: bytes, query: dns.message.Message) -> dns.message.Message:
@@ -126,7 +131,8 @@ def _flags(wire: bytes) -> int:
     return int.from_bytes(wire[2:4], "big")
 
 
-async def _udp(query: dns.message.Message, server: Resolver, deadline: float, source: str | None) -> bytes:
+async def _udp(query: dns.message.Message, server: Resolver, deadline: float,
+               source: str | None) -> udpmux.Answer:
     """One datagram out through the loop's shared socket, and the answer to it back (see udpmux).
 
     Answers are matched on the server's address, the transaction id and the question; anything else
@@ -137,9 +143,9 @@ async def _udp(query: dns.message.Message, server: Resolver, deadline: float, so
     wire = query.to_wire()
     family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
     mux = udpmux.get(family, source or None)
-    data = await mux.query(wire, _question_wire(query, wire), server.host, server.port, deadline)
-    query.id = int.from_bytes(data[:2], "big")  # the mux re-draws an id another query to the server holds
-    return data
+    answer = await mux.query(wire, _question_wire(query, wire), server.host, server.port, deadline)
+    query.id = int.from_bytes(answer.wire[:2], "big")  # the mux re-draws an id another query to it holds
+    return answer
 
 
 def _question_wire(query: dns.message.Message, wire: bytes) -> bytes:
@@ -169,11 +175,11 @@ async def _stream(
         tls_context = tlsutil.client_context(TLSConfig(), alpn=DOT_ALPN)
     af = dns.inet.af_for_address(server.host)
     local = (source, 0) if source else None
-    t0 = loop.time()
+    t0 = clock.now()
     sock = await dns.asyncbackend.get_default_backend().make_socket(
         af, socket.SOCK_STREAM, 0, local, (server.host, server.port), _left(deadline, loop),
         tls_context if use_tls else None, (server_hostname or server.host) if use_tls else None)
-    ex.phases[r.PHASE_CONNECT] = ex.phases.get(r.PHASE_CONNECT, 0.0) + loop.time() - t0
+    ex.phases[r.PHASE_CONNECT] = ex.phases.get(r.PHASE_CONNECT, 0.0) + clock.now() - t0
     try:
         if use_tls:
             ex.tls = _tls_info(sock)

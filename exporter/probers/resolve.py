@@ -20,6 +20,7 @@ import dns.rdataclass
 import dns.rdatatype
 
 from exporter.config.model import Resolver
+from exporter.probers import clock
 from exporter.probers import result as r
 from exporter.probers.dnsclient import exchange, rcode_reason
 from exporter.probers.result import ProbeLog
@@ -67,7 +68,7 @@ async def resolve(
         v4, v6 = _LOCALHOST[host.lower()]
         return Resolution(addresses=(v4, v6) if prefer == "ip4" else (v6, v4))
     if not resolvers:
-        log(loop.time(), f"no resolvers configured to resolve {host}")
+        log(clock.now(), f"no resolvers configured to resolve {host}")
         return Resolution(reason=r.DNS_TIMEOUT, looked_up=True)
 
     first, second = ("A", "AAAA") if prefer == "ip4" else ("AAAA", "A")
@@ -89,9 +90,9 @@ async def resolve(
                 break
         if failure is None:
             if addresses:
-                log(loop.time(), f"resolved {host} via {server.name}: {', '.join(addresses)}")
+                log(clock.now(), f"resolved {host} via {server.name}: {', '.join(addresses)}")
                 return Resolution(addresses=tuple(addresses), resolver=server.name, looked_up=True)
-            log(loop.time(), f"{host}: no {'/'.join(qtypes)} records (NODATA) via {server.name}")
+            log(clock.now(), f"{host}: no {'/'.join(qtypes)} records (NODATA) via {server.name}")
             return Resolution(reason=r.DNS_NO_ANSWER, resolver=server.name, looked_up=True)
         if failure == r.DNS_NXDOMAIN:
             return Resolution(reason=failure, resolver=server.name, looked_up=True)
@@ -105,7 +106,6 @@ async def resolve(
 
 async def _query(host: str, qtype: str, server: Resolver, deadline: float,
                  log: ProbeLog) -> tuple[list[str], str | None]:
-    loop = asyncio.get_running_loop()
     query = dns.message.make_query(host, qtype, use_edns=0, payload=1232)
     ex = await exchange(query, server, transport="udp", deadline=deadline, log=log)
     if ex.response is None:
@@ -113,7 +113,7 @@ async def _query(host: str, qtype: str, server: Resolver, deadline: float,
     rcode = ex.response.rcode()
     reason = rcode_reason(rcode)
     if reason is not None:
-        log(loop.time(), f"{host} {qtype} via {server.name}: {dns.rcode.to_text(rcode)}")
+        log(clock.now(), f"{host} {qtype} via {server.name}: {dns.rcode.to_text(rcode)}")
         return [], reason
     want = dns.rdatatype.from_text(qtype)
     out = [rd.to_text() for rrset in ex.response.answer if rrset.rdtype == want for rd in rrset]

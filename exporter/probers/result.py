@@ -164,12 +164,13 @@ class ProbeLog:
     """Per-probe buffered log: the same lines serve ``/probe?debug=true``, the landing page and the logger.
 
     Each line is prefixed with the milliseconds since the probe started, like ``+12.3ms connected to ...``.
+    Times are on the probers' duration clock (``exporter.probers.clock.now``).
     """
 
     __slots__ = ("_lines", "_t0")
 
     def __init__(self, t0: float) -> None:
-        self._t0 = t0  # loop.time() at probe start
+        self._t0 = t0  # clock.now() at probe start
         self._lines: list[str] = []
 
     def __call__(self, now: float, message: str) -> None:
@@ -189,7 +190,8 @@ def finish(
     details: dict[str, float | int | str],
     log: ProbeLog,
 ) -> ProbeResult:
-    """Build the final result; the helper every prober ends with."""
+    """Build the final result; the helper every prober ends with. ``started`` and ``now`` are on the
+    duration clock (``clock.now``), not loop time: under uvloop loop time is cached to the millisecond."""
     return ProbeResult(
         success=success,
         reason=None if success else reason,

@@ -22,6 +22,11 @@ On Linux the socket asks for ICMP errors (``IP_RECVERR``): a "port unreachable" 
 datagram and destination, so it fails exactly the query that caused it, as a connected socket would.
 Elsewhere such a query simply times out.
 
+Timing: each answer carries the time it was sent (read right after ``sendto`` returns) and the time it
+arrived. On Linux the arrival time is the kernel's (``SO_TIMESTAMPNS``, read with ``recvmsg``), so an
+answer that waited in the socket buffer while the event loop was busy is not counted as slower than it
+was; elsewhere it is the moment the datagram was read. Both are on the probers' clock (``clock.now``).
+
 A socket closes itself after ``IDLE_CLOSE_SECONDS`` without outstanding queries; :func:`close` closes
 the running loop's sockets at shutdown.
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import platform
 import secrets
 import socket
 import struct
@@ -40,14 +46,25 @@ from dataclasses import dataclass
 import dns.exception
 import dns.query
 
+from exporter.probers import clock
+
 IDLE_CLOSE_SECONDS = 30.0
 RECEIVE_BUFFER = 4 * 1024 * 1024  # asked for; the kernel caps it at net.core.rmem_max
 READS_PER_WAKEUP = 64  # datagrams read per readiness callback, so a flood cannot starve the loop
 MAX_DATAGRAM = 65535
+ANCILLARY_SPACE = 64  # room for one SCM_TIMESTAMPNS message (struct timespec) and its header
 
 _LINUX = sys.platform.startswith("linux")
 _RECVERR = {socket.AF_INET: (socket.IPPROTO_IP, 11), socket.AF_INET6: (socket.IPPROTO_IPV6, 25)}
+_RECVERR_CMSGS = frozenset(_RECVERR.values())  # an IPv6 socket reports errors of IPv4 peers at IP level
 _EXTENDED_ERR = struct.Struct("=I")  # sock_extended_err starts with ee_errno
+# SO_TIMESTAMPNS (also the cmsg type) has this value on the architectures using the generic socket
+# numbers; the few others (alpha, mips, parisc, sparc) go without kernel stamps.
+_SO_TIMESTAMPNS = 35
+_STAMPED = _LINUX and platform.machine().lower() in {
+    "x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "armv7l", "armv6l", "riscv64", "ppc64le",
+    "ppc64", "s390x", "loongarch64"}
+_TIMESPEC = {16: struct.Struct("=qq"), 8: struct.Struct("=ii")}  # 64- and 32-bit time_t
 _QR_OPCODE_MASK = 0xF800  # QR plus the opcode bits of the flags word
 _QR = 0x8000
 _NO_QUESTION_OK = frozenset({1, 2, 4, 5})  # FORMERR, SERVFAIL, NOTIMP, REFUSED
@@ -59,13 +76,23 @@ class UnusableAnswers(dns.query.BadResponse):
     """Only datagrams that were not a valid answer to the query arrived before the deadline."""
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer's wire form and when, on the ``clock.now`` clock, the query left and the answer came."""
+
+    wire: bytes
+    sent: float  # right after sendto returned
+    received: float  # when the kernel received the datagram (or when it was read, without kernel stamps)
+
+
 @dataclass(slots=True)
 class _Pending:
-    future: asyncio.Future[bytes]
+    future: asyncio.Future[Answer]
     question: bytes  # our question section (name, type, class) in wire form
     opcode: int  # the query's opcode bits, in place in the flags word
     junk_mark: int  # the server's junk count when the query was sent
     junk: bool = False  # a datagram with our id but not our question or flags arrived
+    sent: float = 0.0
 
 
 @functools.lru_cache(maxsize=4096)
@@ -83,10 +110,13 @@ class UDPMux:
         self.family = family
         self.source = source
         self.sock = sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.stamped = False  # the kernel stamps each datagram's arrival (SO_TIMESTAMPNS)
+        self._offset = clock.RealtimeOffset()
         try:
             sock.setblocking(False)
             if _LINUX:
                 sock.setsockopt(*_RECVERR[family], 1)
+            self.stamped = _STAMPED and _enable_timestamps(sock)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             except OSError:
@@ -105,8 +135,8 @@ class UDPMux:
         asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
 
     # --- queries ----------------------------------------------------------------------------------------
-    async def query(self, wire: bytes, question: bytes, host: str, port: int, deadline: float) -> bytes:
-        """Send ``wire`` (a query whose question section is ``question``) and return the answer's wire.
+    async def query(self, wire: bytes, question: bytes, host: str, port: int, deadline: float) -> Answer:
+        """Send ``wire`` (a query whose question section is ``question``) and return the answer.
 
         The transaction id in ``wire`` is replaced when another query to the same server already uses
         it. Raises ``dns.exception.Timeout`` at ``deadline``, :class:`UnusableAnswers` when only
@@ -125,6 +155,7 @@ class UDPMux:
         timer = loop.call_at(deadline, self._expire, key)
         try:
             self._send(wire, (host, port))
+            pending.sent = clock.now()
             return await pending.future
         finally:
             timer.cancel()
@@ -155,19 +186,29 @@ class UDPMux:
 
     # --- answers ----------------------------------------------------------------------------------------
     def _readable(self) -> None:
-        recvfrom = self.sock.recvfrom
+        if self.stamped:
+            self._offset.refresh()
+        read = self._read_stamped if self.stamped else self._read
         for _ in range(READS_PER_WAKEUP):
             try:
-                data, peer = recvfrom(MAX_DATAGRAM)
+                data, peer, received = read()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 if not self._drain_errors():
                     return
                 continue
-            self._deliver(data, peer[0], peer[1])
+            self._deliver(data, peer[0], peer[1], received)
 
-    def _deliver(self, data: bytes, address: str, port: int) -> None:
+    def _read_stamped(self) -> tuple[bytes, tuple, float]:
+        data, ancillary, _, peer = self.sock.recvmsg(MAX_DATAGRAM, ANCILLARY_SPACE)
+        return data, peer, _arrival(ancillary, self._offset)
+
+    def _read(self) -> tuple[bytes, tuple, float]:
+        data, peer = self.sock.recvfrom(MAX_DATAGRAM)
+        return data, peer, clock.now()
+
+    def _deliver(self, data: bytes, address: str, port: int, received: float) -> None:
         if len(data) < 12:
             self.unmatched += 1
             self._junk(address, port)
@@ -178,7 +219,7 @@ class UDPMux:
             if not data[2] & 0x80:  # not even a DNS response; a late or stray response is just dropped
                 self._junk(address, port)
         elif _answers(data, pending):
-            pending.future.set_result(data)
+            pending.future.set_result(Answer(data, pending.sent, max(received, pending.sent)))
         else:
             pending.junk = True
 
@@ -200,9 +241,10 @@ class UDPMux:
             except OSError:
                 return found
             found = True
-            if len(data) < 2 or not ancillary or len(ancillary[0][2]) < _EXTENDED_ERR.size:
+            error = next((d for level, kind, d in ancillary if (level, kind) in _RECVERR_CMSGS), b"")
+            if len(data) < 2 or len(error) < _EXTENDED_ERR.size:
                 continue
-            errno = _EXTENDED_ERR.unpack_from(ancillary[0][2])[0]
+            errno = _EXTENDED_ERR.unpack_from(error)[0]
             pending = self.pending.get((int.from_bytes(data[:2], "big"), destination[0], destination[1]))
             if pending is not None and not pending.future.done():
                 pending.future.set_exception(OSError(errno, f"ICMP error from {destination[0]}"))
@@ -243,6 +285,23 @@ class UDPMux:
         except RuntimeError:
             pass  # closing from outside the loop (interpreter exit): nothing is registered any more
         self._finalizer()
+
+
+def _enable_timestamps(sock: socket.socket) -> bool:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]], offset: clock.RealtimeOffset) -> float:
+    """The kernel's receive stamp of a datagram on the ``clock.now`` clock, else the present."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) in _TIMESPEC:
+            seconds, nanoseconds = _TIMESPEC[len(data)].unpack(data)
+            return offset.convert(seconds * 1_000_000_000 + nanoseconds)
+    return clock.now()
 
 
 def _answers(data: bytes, pending: _Pending) -> bool:

@@ -216,8 +216,9 @@ async def index(request: web.Request) -> web.Response:
     unhealthy = {v.region or home for v in rt.store.vantages() if not v.healthy}  # its controls are failing
     grid = {key: landing.cell_state(items, inconclusive=key[1] in unhealthy and not services[key[0]][2])
             for key, items in by_cell.items()}
-    regions = [(r.name, r.display_name) for r in config.regions
-               if any((c.region or home) == r.name for c in rt.checks)] or [(r.name, r.display_name) for r in config.regions]
+    probed = {c.region or home for c in rt.checks}
+    regions = [(r.name, r.display_name) for r in config.regions if r.name in probed] \
+        or [(r.name, r.display_name) for r in config.regions]
     page = landing.render(
         grid=grid,
         services=list(services.values()),
