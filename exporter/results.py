@@ -105,10 +105,11 @@ class ResultStore:
         self._listener: Callable[[CheckState], None] | None = None
 
     def listen(self, callback: Callable[[CheckState], None] | None) -> None:
-        """Call ``callback(state)`` after every recorded result (replacing any earlier callback).
+        """Call ``callback(state)`` whenever a result is about to be recorded into ``state``, before it
+        changes (replacing any earlier callback).
 
-        Exposition uses it to re-render a check's text when its result arrives, so a scrape only joins
-        text that is already rendered instead of formatting every check at once.
+        Exposition uses it to mark the check's cached text stale, and, when a scrape is part way through
+        rendering, to render a check it has not reached yet as it was before the new result.
         """
         self._listener = callback
 
@@ -143,6 +144,8 @@ class ResultStore:
         state = self._states.get(check.key)
         if state is None:
             return
+        if self._listener is not None:
+            self._listener(state)
         state.last = result
         state.runs += 1
         current = state.check
@@ -169,8 +172,6 @@ class ResultStore:
         self._recent.append(entry)
         if not result.success:
             self._recent_failures.append(entry)
-        if self._listener is not None:
-            self._listener(state)
 
     def _note_vantage(self, region: str) -> None:
         """Log when a control's result turns the region's vantage unhealthy or healthy again."""

@@ -449,3 +449,142 @@ async def test_metrics_endpoint_sends_the_body_with_its_length():
         assert body.decode().endswith(render_scheduled(store))
         head = await client.head("/metrics")
         assert head.status == 200 and await head.read() == b""
+
+
+def test_results_are_rendered_lazily_once_per_scrape(monkeypatch):
+    from exporter.exposition import scheduled
+
+    rendered = []
+    real = scheduled.write_result
+
+    def counting(result, prober, plain, open_, out):
+        rendered.append(plain)
+        real(result, prober, plain, open_, out)
+
+    monkeypatch.setattr(scheduled, "write_result", counting)
+    checks = [make_check(f"c{i}") for i in range(10)]
+    store = _store(*checks)
+    render_scheduled(store)
+    for _ in range(5):
+        for check in checks[:3]:
+            store.record(check, make_result())
+    assert rendered == []  # recording formats nothing
+    text = render_scheduled(store)
+    assert len(rendered) == 3  # each dirty check once, however often it ran
+    assert render_scheduled(store) == text and len(rendered) == 3  # nothing new: nothing rendered
+    assert all(line.endswith(" 5") for line in _family(text, "outage_probe_runs_total")[:3])
+
+
+async def test_scrape_rendering_over_many_loop_turns_shows_the_instant_it_started():
+    checks = [make_check(f"c{i}") for i in range(40)]
+    store, before = _store(*checks), _store(*checks)
+    render_scheduled(store)
+    for check in checks:
+        for s in (store, before):
+            s.record(check, make_result(phases={"connect": 0.01}, finished_at=100.0))
+    expected = render_scheduled(before)
+    stop = asyncio.Event()
+
+    async def keep_recording():
+        while not stop.is_set():
+            for check in checks[::3]:
+                store.record(check, make_result(False, reason=r.TIMEOUT, finished_at=200.0))
+            await asyncio.sleep(0)
+
+    scrapes = [asyncio.create_task(render_scheduled_chunks_async(store, batch=3)) for _ in range(2)]
+    recording = asyncio.create_task(keep_recording())  # starts once the first scrape is under way
+    first, second = await asyncio.gather(*scrapes)
+    stop.set()
+    await recording
+    assert b"".join(first).decode() == expected  # 40 dirty checks, 3 per turn, results arriving each turn
+    later = b"".join(second).decode()  # the second scrape waited for the first, then showed what came since
+    assert _family(later, "outage_probe_failure_info") and "reason=" not in expected
+    fresh = _store(*checks)
+    for check in checks:
+        fresh.record(check, make_result(phases={"connect": 0.01}, finished_at=100.0))
+    for check in checks[::3]:
+        for _ in range(store.get(check.key).runs - 1):
+            fresh.record(check, make_result(False, reason=r.TIMEOUT, finished_at=200.0))
+    assert render_scheduled(store) == render_scheduled(fresh)
+
+
+async def test_reload_while_a_scrape_renders_keeps_both_scrapes_whole():
+    checks = [make_check(f"c{i}") for i in range(30)]
+    store = _store(*checks)
+    for check in checks:
+        store.record(check, make_result())
+    scraping = asyncio.create_task(render_scheduled_chunks_async(store, batch=2))
+    await asyncio.sleep(0)
+    store.set_checks(checks[:10])
+    old = b"".join(await scraping).decode()
+    assert len(_family(old, "outage_probe_runs_total")) == 30
+    store.record(checks[0], make_result(False, reason=r.TIMEOUT))
+    new = b"".join(await render_scheduled_chunks_async(store, batch=2)).decode()
+    assert len(_family(new, "outage_probe_runs_total")) == 10
+    assert _family(new, "outage_probe_failure_info") == [
+        f'outage_probe_failure_info{{service="svc",provider="svc",region="eu",check="c0",'
+        f'target="http://127.0.0.1:8080/",resolver="",reason="{r.TIMEOUT}"}} 1'
+    ]
+
+
+def test_reload_renders_only_checks_with_new_labels_or_new_results(monkeypatch):
+    from exporter.exposition import scheduled
+
+    rendered = []
+    real = scheduled.write_result
+    monkeypatch.setattr(scheduled, "write_result", lambda result, prober, plain, *rest: (
+        rendered.append(plain), real(result, prober, plain, *rest)))
+    checks = [make_check(f"c{i}", provider="p") for i in range(6)]
+    store = _store(*checks)
+    for check in checks:
+        store.record(check, make_result(finished_at=1.0))
+    render_scheduled(store)
+    rendered.clear()
+    store.record(checks[1], make_result(False, reason=r.TIMEOUT, finished_at=2.0))
+    renamed = dataclasses.replace(checks[2], provider="q")  # same key, new label value
+    store.set_checks([checks[5], checks[1], renamed, checks[0]])
+    text = render_scheduled(store)
+    assert sorted('check="c1"' in p for p in rendered) == [False, True]  # c1 (new result), c2 (new labels)
+    assert any('check="c2",' in p and 'provider="q"' in p for p in rendered)
+    fresh = _store(checks[5], checks[1], renamed, checks[0])
+    for check in (checks[5], checks[1], renamed, checks[0]):
+        fresh.record(check, make_result(finished_at=1.0))
+    fresh.record(checks[1], make_result(False, reason=r.TIMEOUT, finished_at=2.0))
+    assert text == render_scheduled(fresh)
+
+
+async def test_dirty_checks_are_rendered_in_the_background_without_tearing_a_scrape(monkeypatch):
+    from exporter.exposition import scheduled
+
+    monkeypatch.setattr(scheduled, "FLUSH_FIRST_SECONDS", 0.0)  # flush on every loop turn
+    checks = [make_check(f"c{i}") for i in range(40)]
+    store = _store(*checks)
+    render_scheduled(store)
+    for check in checks:
+        store.record(check, make_result(finished_at=100.0))
+    rendered = []
+    real = scheduled.write_result
+    monkeypatch.setattr(scheduled, "write_result", lambda result, prober, plain, *rest: (
+        rendered.append(plain), real(result, prober, plain, *rest)))
+    store.record(checks[0], make_result(finished_at=100.0))  # inside the loop: arms the background render
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert len(rendered) == 40  # rendered with no scrape asking
+    stop = asyncio.Event()
+
+    async def keep_recording():
+        while not stop.is_set():
+            for check in checks[::3]:
+                store.record(check, make_result(False, reason=r.TIMEOUT, finished_at=200.0))
+            await asyncio.sleep(0)
+
+    scrape = asyncio.create_task(render_scheduled_chunks_async(store, batch=3))  # starts first
+    for check in checks:  # every check dirty: the scrape renders 3 per loop turn, background renders between
+        store.record(check, make_result(finished_at=100.0))
+    recording = asyncio.create_task(keep_recording())
+    text = b"".join(await scrape).decode()
+    stop.set()
+    await recording
+    assert _family(text, "outage_probe_failure_info") == []
+    assert [line.split()[-1] for line in _family(text, "outage_probe_last_run_timestamp_seconds")] == ["100.0"] * 40
+

@@ -123,7 +123,7 @@ def test_histogram_rejects_unsorted_bounds():
         Histogram((1.0, 0.5))
 
 
-def test_listener_sees_each_recorded_state_after_it_is_updated():
+def test_listener_sees_each_recorded_state_before_it_changes():
     check, gone = make_check("a"), make_check("b")
     store = ResultStore()
     store.set_checks([check])
@@ -132,7 +132,8 @@ def test_listener_sees_each_recorded_state_after_it_is_updated():
     store.record(check, make_result())
     store.record(gone, make_result())  # not loaded: ignored, no callback
     store.record(check, make_result(False, reason="timeout"))
-    assert seen == [(check.key, 1), (check.key, 2)]
+    assert seen == [(check.key, 0), (check.key, 1)]
+    assert store.get(check.key).runs == 2
     store.listen(None)
     store.record(check, make_result())
     assert len(seen) == 2
