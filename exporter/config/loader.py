@@ -94,6 +94,7 @@ from exporter.config.model import (
     TwoPath,
     VantagePolicy,
 )
+from exporter.config.probe_policy import ProbePolicy, parse_probe_policy
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,8 @@ def load_config_text(
     resolv_conf: str = DEFAULT_RESOLV_CONF,
 ) -> Config:
     """Load a config from a string (``source`` names it in messages and in ``Config.source``)."""
-    return _load_bytes(text.encode("utf-8"), source, default_region, resolv_conf)
+    # surrogatepass: a lone surrogate (never valid UTF-8) then fails decoding with a ConfigError
+    return _load_bytes(text.encode("utf-8", "surrogatepass"), source, default_region, resolv_conf)
 
 
 def default_region_name() -> str:
@@ -204,8 +206,33 @@ def _load_bytes(data: bytes, source: str, default_region: str | None, resolv_con
 # --- YAML ------------------------------------------------------------------------------------------------
 
 
+MAX_DURATION = 10 * 365 * 86400.0  # seconds; anything longer is a typo, and infinity breaks the scheduler
+MAX_MERGED_KEYS = 10_000  # entries one mapping may gather through merge keys (``<<: *anchor``)
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate mapping keys, naming their YAML path and lines."""
+    """A SafeLoader that refuses duplicate mapping keys, naming their YAML path and lines.
+
+    Merge keys are bounded: PyYAML copies merged entries into each mapping, so mappings that merge an
+    alias twice, level upon level, double in size at every level (a "billion laughs" that would take
+    all memory). Aliases alone are safe: they share one object.
+    """
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        super().flatten_mapping(node)  # recurses through this method, so each level is bounded
+        if len(node.value) > MAX_MERGED_KEYS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"merge keys expand this mapping to more than {MAX_MERGED_KEYS} entries",
+                node.start_mark)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """Scalars PyYAML cannot convert (an integer of thousands of digits, a timestamp such as
+        2021-13-45) raise plain ValueError there; report them at their line like any YAML error."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as e:
+            problem = "integer too long" if "integer string conversion" in str(e) else f"invalid value ({e})"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
 
     def load_checked(self) -> Any:
         root = self.get_single_node()
@@ -240,9 +267,14 @@ def _reject_duplicate_keys(node: yaml.Node, path: str, visited: set[int]) -> Non
 
 
 def _parse_yaml(text: str, source: str) -> Any:
-    loader = _StrictLoader(text)
+    try:  # the reader refuses control characters as soon as it is built
+        loader = _StrictLoader(text)
+    except yaml.reader.ReaderError as e:
+        raise ConfigError("", f"{source}: invalid YAML: {_reader_problem(e)}") from None
     try:
         return loader.load_checked()
+    except yaml.reader.ReaderError as e:
+        raise ConfigError("", f"{source}: invalid YAML: {_reader_problem(e)}") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -255,6 +287,13 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise ConfigError("", f"{source}: invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
+
+
+def _reader_problem(e: yaml.reader.ReaderError) -> str:
+    """PyYAML's reader message spans two lines; users get one."""
+    if isinstance(e.character, int):
+        return f"character #x{e.character:04x} at position {e.position} is not allowed ({e.reason})"
+    return f"cannot decode the text at position {e.position} ({e.reason})"
 
 
 # --- Paths, types and generic parsers --------------------------------------------------------------------
@@ -342,9 +381,17 @@ def _duration(v: Any, p: str) -> float:
     if not isinstance(v, str):
         raise _expected(v, p, 'a duration such as "15s"')
     try:
-        return parse_duration(v)
+        seconds = parse_duration(v)
     except ValueError as e:
         raise ConfigError(p, str(e)) from None
+    if not seconds <= MAX_DURATION:  # also catches inf: "9999...9s" overflows a float
+        raise ConfigError(p, f'duration "{_cut(v)}" is longer than the maximum of {format_duration(MAX_DURATION)}')
+    return seconds
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    """A value quoted in a message, cut short: the message must stay one readable line."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _size(v: Any, p: str) -> int:
@@ -411,6 +458,11 @@ def _ip(v: Any, p: str) -> str:
     return s
 
 
+def _short(value: object) -> str:
+    """``repr`` for messages, cut short: a key may be a huge (aliased) structure."""
+    return _cut(repr(value))
+
+
 def _unknown_key(key: str, allowed: Iterable[str]) -> str:
     allowed = sorted(allowed)
     close = difflib.get_close_matches(key, allowed, n=1)
@@ -436,7 +488,8 @@ class _Section:
         keys = tuple(keys)
         for key in raw:
             if not isinstance(key, str):
-                raise ConfigError(path, f"keys must be strings, got {_kind(key)} ({key!r})")
+                where = "" if path else "top-level "  # the root has no path of its own to name
+                raise ConfigError(path, f"{where}keys must be strings, got {_kind(key)} ({_short(key)})")
             if key in keys:
                 continue
             if key in unsupported:
@@ -807,7 +860,7 @@ def _modules(raw: Any, path: str) -> dict[str, Module]:
 
 # --- Defaults and regions --------------------------------------------------------------------------------
 
-_TOP_KEYS = ("defaults", "modules", "regions", "services")
+_TOP_KEYS = ("defaults", "modules", "regions", "services", "probe")
 _DEFAULTS_KEYS = ("interval", "timeout", "concurrency")
 _REGION_KEYS = ("name", "resolvers", "display_name", "latitude", "longitude", "vantage")
 _VANTAGE_KEYS = ("min_healthy_ratio",)
@@ -1298,7 +1351,8 @@ def _build(doc: Any, local: str, system: _SystemResolvers) -> Config:
         regions = (_implicit_region(local, system, needed=bool(doc.get("services"))),)
     scope = _Scope(defaults, modules, tuple(r.name for r in regions))
     services = top.get("services", lambda v, p: _services(v, p, scope), ())
-    return Config(defaults=defaults, modules=modules, regions=regions, services=services)
+    probe = top.get("probe", lambda v, p: parse_probe_policy(v, p, modules), ProbePolicy())
+    return Config(defaults=defaults, modules=modules, regions=regions, services=services, probe=probe)
 
 
 # --- Dumping ---------------------------------------------------------------------------------------------

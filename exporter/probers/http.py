@@ -6,10 +6,18 @@ resolvers (fresh each time), connect to the first address ourselves, do the TLS 
 request and parses the response. Doing the connection ourselves gives exact connect and tls phases and
 keeps aiohttp's resolver and DNS cache out of the picture. Phases are summed over hops, like blackbox.
 
-Phases: resolve (only when a name was looked up), connect, tls, processing (connection ready -> response
-headers, as blackbox's got-connection -> first byte), transfer (body). Through a ``proxy_url`` aiohttp
-connects to the proxy itself; connect then covers the proxy connection and any tunnel and TLS set-up,
-and tls is absent.
+Phases: resolve (only when a name was looked up), connect, tls, processing (connection ready -> first
+response byte, as blackbox's got-connection -> first byte), transfer (body). Through a ``proxy_url``
+aiohttp connects to the proxy itself; connect then covers the proxy connection and any tunnel and TLS
+set-up, tls is absent, and processing ends when the response headers are parsed.
+
+Timing: phases are read from ``clock.now`` at the event. The first response byte is stamped in the
+protocol's ``data_received``, and so is every later delivery; the time from the latest delivery until
+the probe's task resumes with the parsed response (a busy event loop's queue, plus header parsing) is
+left out of the probe's duration, while a peer that is slow to finish its headers is still timed in
+full. What a
+busy loop still adds is the time between the bytes' arrival in the kernel and that callback: aiohttp's
+transports read with ``recv``, which carries no kernel timestamp.
 
 Where this differs from blackbox: only HTTP/1.x is spoken (aiohttp has no HTTP/2 client);
 ``body_size_limit`` counts the decoded body, as aiohttp decompresses while reading; credentials
@@ -40,8 +48,8 @@ from yarl import URL
 from exporter import __version__
 from exporter.checks import Check
 from exporter.config.model import MAX_BODY_BYTES, MAX_REDIRECTS, HTTPProbe
+from exporter.probers import clock, tlsutil, twopath
 from exporter.probers import result as r
-from exporter.probers import tlsutil, twopath
 from exporter.probers.resolve import ip_literal
 from exporter.probers.result import ProbeResult
 from exporter.probers.tcp import (
@@ -72,6 +80,21 @@ class _HopConnection:
 
 
 _HOP: ContextVar[_HopConnection | None] = ContextVar("outage_exporter_http_hop", default=None)
+
+
+class _TimedHandler(ResponseHandler):
+    """aiohttp's protocol, noting when response bytes were handed to it: the earliest moment the exporter
+    sees them, before aiohttp parses them and before the probe's task resumes."""
+
+    first_byte: float | None = None
+    latest_bytes: float | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if data:
+            self.latest_bytes = now = clock.now()
+            if self.first_byte is None:
+                self.first_byte = now
+        super().data_received(data)
 
 
 class _ProbeConnector(aiohttp.TCPConnector):
@@ -211,6 +234,15 @@ class _Hop:
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Drop the connection at once. A failed exchange owes the peer no graceful TLS shutdown, and a
+        peer that stopped reading would otherwise hold our socket for SSL_SHUTDOWN_TIMEOUT longer."""
+        transport = self.transport
+        if transport is None and self.response is not None and self.response.connection is not None:
+            transport = self.response.connection.transport
+        if transport is not None:
+            transport.abort()
+
 
 async def probe(check: Check, *, deadline: float) -> ProbeResult:
     if check.two_path is not None and check.two_path.enabled:
@@ -279,6 +311,9 @@ class _Run:
                 self.attempt.note(f"following redirect {redirects}: {response.status} to {target}")
                 method, body = _redirect_method(response.status, method, body)
                 url = target
+            except BaseException:
+                hop.abort()
+                raise
             finally:
                 hop.close()
 
@@ -299,18 +334,20 @@ class _Run:
         shown = "" if host_header == _host_header(url) else f" (Host {host_header})"
         attempt.note(f"{method} {_without_password(url)}{shown}")
         target = url.with_user(None).with_host(address)  # credentials in the URL go in our header
+        first_byte = headers_in = None  # through a proxy aiohttp connects: no stamps, processing ends now
         if cfg.proxy_url:
             hop.response = await self._via_proxy(hop, method, target, headers, body, ctx, sni)
         else:
             protocol = await self._open(hop, address, url.port or _DEFAULT_PORTS[url.scheme], ctx, sni)
             hop.response = await self._send(_HopConnection(protocol), method, target, headers, body, None)
-        attempt.end()
+            first_byte, headers_in = protocol.first_byte, protocol.latest_bytes
+        attempt.end_at_reply(first_byte, headers_in)
         self._record_response(hop.response)
         attempt.set_tls_details(hop.tls)
         return hop.response
 
     async def _open(self, hop: _Hop, address: str, port: int, ctx: ssl.SSLContext | None,
-                    sni: str | None) -> ResponseHandler:
+                    sni: str | None) -> _TimedHandler:
         """Connect (and handshake) to ``address`` ourselves; the phases are timed here."""
         attempt, loop = self.attempt, self.attempt.loop
         sock = await attempt.connect(address, port)
@@ -321,7 +358,7 @@ class _Run:
                             ssl_handshake_timeout=handshake_timeout(self.deadline, loop))
         try:
             transport, protocol = await loop.create_connection(
-                lambda: ResponseHandler(loop=loop), sock=sock, **tls_args)
+                lambda: _TimedHandler(loop=loop), sock=sock, **tls_args)
         except BaseException:
             sock.close()
             raise

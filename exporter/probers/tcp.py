@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from exporter.checks import Check
 from exporter.config.model import QueryResponse, Resolver, TCPProbe, TLSConfig
+from exporter.config.probe_policy import check_connect
+from exporter.probers import clock, tlsutil
 from exporter.probers import result as r
-from exporter.probers import tlsutil
 from exporter.probers.errors import reason_for_exception
 from exporter.probers.resolve import Resolution, family_of, ip_literal, resolve
 from exporter.probers.result import ProbeLog, ProbeResult, finish
@@ -29,6 +30,7 @@ from exporter.probers.result import ProbeLog, ProbeResult, finish
 _LOG = logging.getLogger(__name__)
 LINE_LIMIT = 64 * 1024  # longest line an expect is matched against (blackbox's bufio.Scanner limit)
 SSL_SHUTDOWN_TIMEOUT = 1.0  # seconds we wait for the peer's close_notify before dropping the socket
+_MAX_ERROR_TEXT = 300  # characters of an exception's text kept in the probe log
 _STAGE_DIALOGUE = "query_response"  # not a reported phase: a deadline here is a plain timeout
 
 
@@ -42,13 +44,17 @@ class ProbeFailure(Exception):
 
 class Attempt:
     """Bookkeeping of one probe run: phase timings (summed when a phase runs more than once, e.g. across
-    redirects), details, the log, and which stage is running so a deadline maps to the right reason."""
+    redirects), details, the log, and which stage is running so a deadline maps to the right reason.
 
-    __slots__ = ("loop", "started", "log", "phases", "details", "stage", "_stage_start", "_timed")
+    Times are ``clock.now()`` (deadlines stay loop time). ``waited`` is time a reply spent, after it
+    arrived, waiting for the busy event loop; it is left out of the probe's duration."""
+
+    __slots__ = ("loop", "started", "waited", "log", "phases", "details", "stage", "_stage_start", "_timed")
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.started = self.loop.time()
+        self.started = clock.now()
+        self.waited = 0.0
         self.log = ProbeLog(self.started)
         self.phases: dict[str, float] = {}
         self.details: dict[str, float | int | str] = {}
@@ -57,22 +63,36 @@ class Attempt:
         self._timed = False
 
     def note(self, message: str) -> None:
-        self.log(self.loop.time(), message)
+        self.log(clock.now(), message)
 
     def begin(self, stage: str, *, timed: bool = True) -> None:
         """Enter a stage; ``timed`` stages are reported as phases (added to any earlier run of it)."""
         self.end()
-        self.stage, self._stage_start, self._timed = stage, self.loop.time(), timed
+        self.stage, self._stage_start, self._timed = stage, clock.now(), timed
 
-    def end(self) -> float:
-        """Leave the current stage, recording its duration if it is a phase; returns the duration."""
+    def end(self, at: float | None = None) -> float:
+        """Leave the current stage (at ``clock.now()``, or ``at`` when the event that ended it was stamped
+        earlier), recording its duration if it is a phase; returns the duration."""
         if self.stage is None:
             return 0.0
-        elapsed = self.loop.time() - self._stage_start
+        elapsed = max(0.0, (clock.now() if at is None else at) - self._stage_start)
         if self._timed:
             self.phases[self.stage] = self.phases.get(self.stage, 0.0) + elapsed
         self.stage = None
         return elapsed
+
+    def end_at_reply(self, arrived: float | None, complete: float | None = None) -> None:
+        """End the current stage when its reply began to arrive (``arrived``, stamped by the protocol
+        callback that got the first bytes). ``complete`` is when the callback that delivered the last bytes
+        the stage waited for ran (default ``arrived``); the time since then, spent in the event loop's
+        queue, counts as ``waited``. Without a stamp, or with one from before the stage began (the peer
+        spoke first), the stage ends now and nothing counts as waited."""
+        now = clock.now()
+        if arrived is None or self.stage is None or not self._stage_start <= arrived <= now:
+            self.end()
+            return
+        self.end(arrived)
+        self.waited += now - min(max(arrived if complete is None else complete, arrived), now)
 
     async def run(self, work: Callable[[], Awaitable[None]], deadline: float) -> ProbeResult:
         """Run ``work`` under the deadline and build the result; never raises except CancelledError."""
@@ -86,8 +106,8 @@ class Attempt:
             reason = self._reason(exc)
         self.end()
         self.note("probe succeeded" if reason is None else f"probe failed: {reason}")
-        return finish(success=reason is None, reason=reason, started=self.started, now=self.loop.time(),
-                      phases=self.phases, details=self.details, log=self.log)
+        return finish(success=reason is None, reason=reason, started=self.started,
+                      now=clock.now() - self.waited, phases=self.phases, details=self.details, log=self.log)
 
     def _reason(self, exc: Exception) -> str:
         stage = self.stage or _STAGE_DIALOGUE
@@ -98,8 +118,8 @@ class Attempt:
             _LOG.error("internal error in probe during %s", stage, exc_info=exc)
             self.note(f"internal error during {stage}: {type(exc).__name__}: {exc}")
         else:
-            text = str(exc) or type(exc).__name__
-            self.note(f"{stage} failed: {type(exc).__name__}: {text} -> {reason}")
+            text = " ".join(str(exc).split())[:_MAX_ERROR_TEXT] or type(exc).__name__  # one line, bounded:
+            self.note(f"{stage} failed: {type(exc).__name__}: {text} -> {reason}")  # peers choose this text
         return reason
 
     async def resolve(self, host: str, resolvers: Sequence[Resolver], *, prefer: str, fallback: bool,
@@ -154,6 +174,7 @@ class Attempt:
 
 async def open_socket(address: str, port: int, *, source: str | None = None) -> socket.socket:
     """A connected non-blocking TCP socket to an IP address; the caller owns (and closes) it."""
+    check_connect(address)  # a /probe policy, when one is in force (exporter.config.probe_policy)
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if family_of(address) == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
