@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import logs
 from exporter.config import ConfigError, load_config_text
@@ -33,23 +32,11 @@ from exporter.config.probe_policy import (
 from exporter.runtime import Runtime
 from exporter.web import probeguard
 from exporter.web.app import make_app
+from tests.helpers.text import sample, write
 from tests.servers.dns import start_dns
 from tests.servers.http import Site
 
 SECRETS = ("pa55-in-module", "tok-in-module", "pw-in-target-url", "hdr-in-module")
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def sample(text: str, name: str, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and labels.items() <= s.labels.items():
-                return s.value
-    return None
 
 
 @asynccontextmanager

@@ -6,7 +6,6 @@ Each test runs a real Runtime (scheduler included) behind the aiohttp app, again
 from __future__ import annotations
 
 import asyncio
-import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.runtime import Runtime
 from exporter.web.app import make_app
 from tests.helpers.contract import parse_exposition
+from tests.helpers.text import sample, write
 from tests.servers.dns import start_dns
 from tests.servers.http import Site, closed_port, make_pki, start_http
 
@@ -53,20 +52,6 @@ async def serve(config_path: Path, **runtime_kw: object) -> AsyncIterator[Served
     finally:
         await client.close()
         await runtime.stop()
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def sample(text: str, name: str, **labels: str) -> float | None:
-    """Value of the first sample of ``name`` whose labels include ``labels``."""
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and labels.items() <= s.labels.items():
-                return s.value
-    return None
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
