@@ -19,9 +19,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY exporter ./exporter
-RUN pip wheel --wheel-dir /wheels . \
+RUN pip wheel --wheel-dir /wheels -c constraints.txt . \
  && python -m venv /opt/outage-exporter \
  && /opt/outage-exporter/bin/pip install --no-index --find-links /wheels outage-exporter
 

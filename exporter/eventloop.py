@@ -1,4 +1,4 @@
-"""Which event loop runs the exporter: uvloop when it is installed (``pip install outage-exporter[fast]``).
+"""Which event loop runs the exporter: uvloop when it is installed (the ``fast`` extra).
 
 Every probe, timer and scrape shares one loop, so the loop's own overhead is paid thousands of times a
 second; uvloop cuts it noticeably. It stays optional: the exporter behaves the same on the standard loop.
