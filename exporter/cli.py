@@ -3,7 +3,7 @@
     outage-exporter [--config.file F] [--web.listen-address ADDR] [--region R] [--log.level L]
                     [--log.format logfmt|json] [--config.check] [--shard I/N] [--region.omit-label]
     outage-exporter probe --module M --target T [--region R] [--hostname H] [--config.file F]
-    outage-exporter demo [--scenario NAME] [--speed X] [--web.listen-address ADDR] [--list]
+    outage-exporter demo [--scenario NAME] [--speed X] [--web.listen-address ADDR] [--list] [--backend sim|real]
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from exporter import __version__, eventloop, logs
-from exporter.config import ConfigError
+from exporter.config import ConfigError, parse_size
+from exporter.config.loader import GC_PAUSE, MAX_CONFIG_BYTES
 
 DEFAULT_LISTEN = ":19115"  # blackbox_exporter uses 9115; the 9100-9999 range is fully allocated
 log = logging.getLogger("exporter")
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config.file", dest="config_file", default=None,
                    help="YAML config (blackbox.yml modules + regions + services). Default: the embedded "
                         "config probing a few public services.")
+    p.add_argument("--config.max-size", dest="config_max_bytes", type=_size, default=MAX_CONFIG_BYTES,
+                   metavar="SIZE", help="refuse config files larger than this (default 64MiB); only regular "
+                                        "files are read")
     p.add_argument("--web.listen-address", dest="listen", type=parse_listen, default=DEFAULT_LISTEN,
                    help=f"address to serve on (default {DEFAULT_LISTEN})")
     p.add_argument("--region", default=None, help="this vantage point's region: names the implicit region, "
@@ -63,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse every /probe request (403); scheduled checks keep running")
     _common(p)
     return p
+
+
+def _size(text: str) -> int:
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if size < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 byte")
+    return size
 
 
 def _shard(text: str):
@@ -100,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return eventloop.run(serve(ns.config_file, ns.listen, region=ns.region, shard=ns.shard,
                                    omit_region_label=ns.omit_region_label,
-                                   web_config_file=ns.web_config_file, disable_probe=ns.disable_probe))
+                                   web_config_file=ns.web_config_file, disable_probe=ns.disable_probe,
+                                   config_max_bytes=ns.config_max_bytes))
     except ConfigError as exc:
         print(f"outage-exporter: config error: {exc}", file=sys.stderr)
         return 1
@@ -110,13 +125,15 @@ def _check_main(ns: argparse.Namespace) -> int:
     """Validate like startup does (including ``--region``) without starting anything."""
     from exporter.runtime import Runtime
 
-    rt = Runtime(ns.config_file, region=ns.region, shard=ns.shard, omit_region_label=ns.omit_region_label)
+    rt = Runtime(ns.config_file, region=ns.region, shard=ns.shard, omit_region_label=ns.omit_region_label,
+                 config_max_bytes=ns.config_max_bytes)
     try:
-        config = rt.load()
+        with GC_PAUSE:  # the process ends here: no collection of objects freed on return anyway
+            config = rt.load()
+            n = len(rt.expand_checks(config))
     except ConfigError as exc:
         print(f"{ns.config_file or '<embedded>'}: {exc}", file=sys.stderr)
         return 1
-    n = len(rt.expand_checks(config))
     counts = [(len(config.modules), "module"), (len(config.regions), "region"),
               (len(config.services), "service"), (n, "scheduled check")]
     print(f"{config.source}: OK: " + ", ".join(f"{k} {what}{'' if k == 1 else 's'}" for k, what in counts))
@@ -126,7 +143,7 @@ def _check_main(ns: argparse.Namespace) -> int:
 async def serve(config_file: str | None, listen: tuple[str, int], *, region: str | None = None,
                 runtime=None, stop_event: asyncio.Event | None = None, shard=None,
                 omit_region_label: bool = False, web_config_file: str | None = None,
-                disable_probe: bool = False) -> int:
+                disable_probe: bool = False, config_max_bytes: int = MAX_CONFIG_BYTES) -> int:
     """Run the exporter until SIGINT/SIGTERM (or ``stop_event``). SIGHUP reloads the config.
 
     Returns 0 after a clean shutdown (bounded by SHUTDOWN_SECONDS), 1 when the listen address cannot be
@@ -137,7 +154,8 @@ async def serve(config_file: str | None, listen: tuple[str, int], *, region: str
     from exporter.runtime import Runtime
     from exporter.web.app import make_app
 
-    rt = runtime or Runtime(config_file, region=region, shard=shard, omit_region_label=omit_region_label)
+    rt = runtime or Runtime(config_file, region=region, shard=shard, omit_region_label=omit_region_label,
+                            config_max_bytes=config_max_bytes)
     security = _web_security(web_config_file, rt)
     await rt.start()
     rt.ready = False  # ready (/-/ready) once the listener is up too

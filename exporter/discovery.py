@@ -32,10 +32,12 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 
 from exporter.checks import Check
 from exporter.config.model import AuthoritativeCheck, Resolver
+from exporter.probers import dnsanswer
 from exporter.probers import result as r
 from exporter.probers.dnsclient import exchange, rcode_reason
 from exporter.probers.resolve import family_of
@@ -158,7 +160,7 @@ def _ns_names(response: dns.message.Message, zone: dns.name.Name) -> tuple[str, 
     """NS names for ``zone`` in the answer (an authoritative answer) or authority (a referral) section."""
     for section in (response.answer, response.authority):
         for rrset in section:
-            if rrset.rdtype == dns.rdatatype.NS and rrset.name == zone:
+            if rrset.rdtype == dns.rdatatype.NS and rrset.name == zone and rrset.rdclass == dns.rdataclass.IN:
                 return tuple(sorted({_text(rd.target) for rd in rrset}))
     return ()
 
@@ -199,7 +201,8 @@ async def _from_parent(zone: dns.name.Name, settings: AuthoritativeCheck, resolv
         return (), {}, reason
     glue: dict[str, list[str]] = {}
     for rrset in reply.response.additional:
-        if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and _text(rrset.name) in names:
+        if (rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and rrset.rdclass == dns.rdataclass.IN
+                and _text(rrset.name) in names):
             glue.setdefault(_text(rrset.name), []).extend(rd.address for rd in rrset)
     shown = ", ".join(f"{n} ({' '.join(glue[n])})" if n in glue else n for n in names)
     _say(log, f"delegation of {_text(zone)} from parent {reply.server}: {shown}")
@@ -270,12 +273,12 @@ async def _lookup(name: str, protocols: Sequence[str], resolvers: Sequence[Resol
         _ask(qname, _RRTYPE[p], resolvers, recursion=True, deadline=deadline, log=log) for p in protocols))
     addresses: set[str] = set()
     reason = None
-    for reply in replies:
+    for protocol, reply in zip(protocols, replies, strict=True):
         if reply.response is None:
             reason = reason or reply.reason
             continue
-        found = {rd.address for rrset in reply.response.answer if rrset.rdtype in _RRTYPE.values()
-                 for rd in rrset}
+        found = set(dnsanswer.addresses(reply.response, (qname.to_digestable(), int(_RRTYPE[protocol]),
+                                                         int(dns.rdataclass.IN)))[0])
         addresses |= found
         if not found and reason is None:
             reason = r.DNS_NXDOMAIN if reply.response.rcode() == dns.rcode.NXDOMAIN else r.DNS_NO_ANSWER

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from exporter.checks import Check
 from exporter.config.model import VantagePolicy
-from exporter.probers.result import INTERNAL, ProbeResult
+from exporter.probers.result import INTERNAL, PROBER_SIDE_REASONS, ProbeResult
 from exporter.vantage import Verdict, judge
 
 # Upper bounds (seconds) of the probe latency histogram; a final +Inf bucket is implicit.
@@ -151,8 +151,9 @@ class ResultStore:
         current = state.check
         if current.control:
             self._note_vantage(current.region)
-        state.inconclusive = (not result.success and not current.control
-                              and not self.vantage(current.region).healthy)
+        state.inconclusive = not result.success and (
+            result.reason in PROBER_SIDE_REASONS  # the exporter's own setup failed, not the target
+            or (not current.control and not self.vantage(current.region).healthy))
         if state.inconclusive:
             state.inconclusive_total += 1
         elif not result.success:

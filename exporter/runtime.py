@@ -8,22 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exporter import checks as checks_mod
 from exporter.checks import Check
 from exporter.config import ConfigError, load_config
+from exporter.config.loader import GC_PAUSE, MAX_CONFIG_BYTES, ReferencedFile, check_readable, referenced_files
 from exporter.config.model import Config, Module, Region
 from exporter.exposition.self_metrics import SelfMetrics
 from exporter.looplag import LoopLagMonitor
-from exporter.probers import PROBERS
 from exporter.results import ResultStore
 from exporter.scheduler import Scheduler
 
 log = logging.getLogger("exporter.runtime")
 
+CONFIG_FILE_RECHECK_SECONDS = 30.0  # how often the files modules name (CA, tokens) are checked again
 SCRAPE_TIMEOUT_OFFSET = 0.5  # seconds kept back from Prometheus' scrape timeout, as blackbox does
+MIN_PROBE_TIMEOUT = 0.1  # seconds: a scrape timeout shorter than the offset still gets a (short) probe
+PROBE_TIMEOUT_CAP = 120.0  # seconds: no /probe probe runs longer, whatever the request or config says
+
+
+def _positive_seconds(text: str | None) -> float | None:
+    """``text`` as a finite positive number of seconds, or None."""
+    try:
+        value = float(text) if text else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) and value > 0 else None
 
 
 @dataclass
@@ -33,6 +46,7 @@ class Runtime:
     shard: checks_mod.Shard | None = None  # --shard i/N: run only this replica's share of the checks
     omit_region_label: bool = False  # --region.omit-label: the collector (agent, target label) adds region
     resolv_conf: str = "/etc/resolv.conf"
+    config_max_bytes: int = MAX_CONFIG_BYTES  # --config.max-size: larger config files are refused
     config: Config | None = None
     checks: list[Check] = field(default_factory=list)
     store: ResultStore = field(default_factory=ResultStore)
@@ -43,10 +57,13 @@ class Runtime:
     banner: Callable[[], dict[str, str]] | None = None  # extra facts for the landing page (the demo)
     reload_hooks: list[Callable[[], object]] = field(default_factory=list)  # also run on every reload (web config)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _files: tuple[ReferencedFile, ...] = ()  # files the current config names
+    _files_task: asyncio.Task | None = None
 
     def load(self) -> Config:
         """Load and validate the config file; raises ConfigError naming the YAML path."""
-        config = load_config(self.config_path, default_region=self.region, resolv_conf=self.resolv_conf)
+        config = load_config(self.config_path, default_region=self.region, resolv_conf=self.resolv_conf,
+                             max_bytes=self.config_max_bytes)
         if self.region is not None and config.regions and self.region not in {r.name for r in config.regions}:
             known = ", ".join(sorted(r.name for r in config.regions))
             raise ConfigError("regions", f"--region {self.region!r} is not a configured region (known: {known})")
@@ -59,10 +76,13 @@ class Runtime:
     def expand_checks(self, config: Config) -> list[Check]:
         """The checks this process schedules for ``config`` (all regions, or only the --region one)."""
         only = self.region if self.region is not None and config.regions else None
-        checks = checks_mod.select_shard(checks_mod.expand(config, only_region=only), self.shard)
-        return checks_mod.without_region_label(checks) if self.omit_region_label else checks
+        with GC_PAUSE:  # tens of thousands of new objects and no garbage: see loader._GCPause
+            checks = checks_mod.select_shard(checks_mod.expand(config, only_region=only), self.shard)
+            return checks_mod.without_region_label(checks) if self.omit_region_label else checks
 
     async def start(self) -> None:
+        from exporter.probers import PROBERS  # imported here: --config.check needs none of the probers
+
         config = self.load()
         self.config = config
         self.checks = self.expand_checks(config)
@@ -73,10 +93,24 @@ class Runtime:
         self.self_metrics.looplag = self.looplag
         self._export_shard()
         await self.scheduler.start(self.checks)
+        self._files = referenced_files(config)
+        await self.check_config_files()
+        self._files_task = asyncio.create_task(self._recheck_config_files(), name="config-files")
         self.self_metrics.reload_succeeded()
         self.ready = True
         log.info("started", extra={"fields": {"config": config.source, "checks": len(self.checks),
                                               "regions": len(config.regions)}})
+
+    async def check_config_files(self) -> None:
+        """``outage_exporter_config_file_unreadable``: was checked at load; a file can break afterwards."""
+        files = self._files
+        states = await asyncio.to_thread(_file_states, files) if files else []
+        self.self_metrics.config_files_checked(states)
+
+    async def _recheck_config_files(self) -> None:
+        while True:
+            await asyncio.sleep(CONFIG_FILE_RECHECK_SECONDS)
+            await self.check_config_files()
 
     def _export_shard(self) -> None:
         """``outage_exporter_shard_info{shard,shards}``: which share of the checks this replica runs."""
@@ -86,10 +120,10 @@ class Runtime:
     async def reload(self) -> tuple[bool, str]:
         """Reload the config file. Returns (ok, message); never raises for a bad file."""
         async with self._reload_lock:
-            for hook in self.reload_hooks:
-                hook()
-            try:
-                config = self.load()
+            for hook in self.reload_hooks:  # off the event loop too: they read files (the web config)
+                await asyncio.to_thread(hook)
+            try:  # off the event loop: a large file must not stall scrapes and probes while it parses
+                config = await asyncio.to_thread(self.load)
             except ConfigError as exc:
                 self.self_metrics.reload_failed(str(exc))
                 log.error("config reload failed; keeping the last good config",
@@ -104,10 +138,12 @@ class Runtime:
             if self.config is not None and config.checksum == self.config.checksum:
                 self.self_metrics.reload_succeeded()
                 return True, "config unchanged"
-            new_checks = self.expand_checks(config)
+            new_checks = await asyncio.to_thread(self.expand_checks, config)
             assert self.scheduler is not None
             await self.scheduler.reload(new_checks)
             self.config, self.checks = config, new_checks
+            self._files = referenced_files(config)
+            await self.check_config_files()
             self.self_metrics.reload_succeeded()
             log.info("config reloaded", extra={"fields": {"checks": len(new_checks)}})
             return True, "config reloaded"
@@ -115,6 +151,8 @@ class Runtime:
     async def stop(self, *, wait: float | None = None) -> None:
         """Stop probing; in-flight probes are cancelled and awaited for at most ``wait`` seconds."""
         self.ready = False
+        if self._files_task is not None:
+            self._files_task.cancel()
         if self.scheduler is not None:
             await (self.scheduler.stop() if wait is None else self.scheduler.stop(wait=wait))
         if self.looplag is not None:
@@ -152,13 +190,27 @@ class Runtime:
         return Check(target=target, resolver="", **common)
 
     def probe_timeout(self, module: Module, scrape_timeout_header: str | None) -> float:
+        """The /probe deadline: Prometheus' scrape timeout less an offset, else ``defaults.timeout``; never
+        past the module's timeout nor PROBE_TIMEOUT_CAP. A header that is not a finite positive number
+        (nan, inf, 0, -1, 1e999, text) is ignored: no request can lift or stretch the deadline."""
         assert self.config is not None
         timeout = self.config.defaults.timeout
-        if scrape_timeout_header:
-            try:
-                timeout = max(float(scrape_timeout_header) - SCRAPE_TIMEOUT_OFFSET, 0.1)
-            except ValueError:
-                pass
+        scrape_timeout = _positive_seconds(scrape_timeout_header)
+        if scrape_timeout is not None:
+            timeout = max(scrape_timeout - SCRAPE_TIMEOUT_OFFSET, MIN_PROBE_TIMEOUT)
         if module.timeout:
             timeout = min(timeout, module.timeout)
-        return timeout
+        return min(timeout, PROBE_TIMEOUT_CAP)
+
+
+def _file_states(files: tuple[ReferencedFile, ...]) -> list[tuple[str, str, bool]]:
+    """(module, file, unreadable) for each distinct (module, file)."""
+    states = {}
+    for ref in files:
+        if (ref.module, ref.file) not in states:
+            try:
+                check_readable(ref.file)
+                states[ref.module, ref.file] = False
+            except OSError:
+                states[ref.module, ref.file] = True
+    return [(module, file, bad) for (module, file), bad in states.items()]

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from exporter.checks import Check
-from exporter.probers.result import ProbeResult
+from exporter.probers.result import PROBER_SIDE_REASONS, ProbeResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,6 @@ class Verdict:
 def judge(region: str, controls: Iterable[tuple[Check, ProbeResult | None]], min_healthy_ratio: float) -> Verdict:
     """The verdict for one region from its controls' latest results (None = not run yet)."""
     items = list(controls)
-    failing = tuple(c for c, r in items if r is not None and not r.success)
+    failing = tuple(c for c, r in items if r is not None and not r.success and r.reason not in PROBER_SIDE_REASONS)
     healthy = len(items) - len(failing) >= min_healthy_ratio * len(items)
     return Verdict(region=region, healthy=healthy, controls=len(items), failing=failing)

@@ -17,6 +17,7 @@ import pytest
 
 from exporter import __version__
 from exporter.lab.dnsserver import DNSServer
+from tests.helpers.configfiles import blackbox_yml
 from tests.helpers.exporter_proc import ExporterProcess
 from tests.servers.dns import start_dns
 from tests.servers.http import Site
@@ -69,11 +70,11 @@ def services_config(path: Path, *, http_target: str = "http://127.0.0.1:1/", dns
 
 
 # --- --config.check -------------------------------------------------------------------------------------------
-def test_config_check_accepts_a_blackbox_config() -> None:
-    ran = run("--config.check", "--config.file", str(TESTDATA / "blackbox.yml"))
+def test_config_check_accepts_a_blackbox_config(tmp_path: Path) -> None:
+    path = blackbox_yml(tmp_path)
+    ran = run("--config.check", "--config.file", str(path))
     assert ran.code == 0, ran.err
-    assert re.fullmatch(rf"{TESTDATA / 'blackbox.yml'}: OK: 15 modules, 1 region, 0 services, 0 scheduled checks\n",
-                        ran.out)
+    assert ran.out == f"{path}: OK: 15 modules, 1 region, 0 services, 0 scheduled checks\n"
 
 
 def test_config_check_accepts_a_services_config(tmp_path: Path) -> None:

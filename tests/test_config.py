@@ -27,10 +27,19 @@ from exporter.config import (
     parse_duration,
     parse_size,
 )
+from exporter.config import loader as loader_mod
 from exporter.config.loader import parse_resolv_conf, system_resolvers
 from exporter.config.model import Config, Resolver
+from tests.helpers.configfiles import blackbox_yml
 
 TESTDATA = Path(__file__).parent / "testdata"
+
+
+@pytest.fixture(autouse=True, params=sorted(loader_mod.YAML_LOADERS))
+def yaml_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with each YAML parser available (libyaml and pure Python): same results."""
+    monkeypatch.setattr(loader_mod, "YAML_LOADER", loader_mod.YAML_LOADERS[request.param])
+    return request.param
 
 
 @pytest.fixture
@@ -42,6 +51,16 @@ def resolv_conf(tmp_path: Path) -> str:
 
 def load(name: str, resolv_conf: str, **kw) -> Config:
     return load_config(str(TESTDATA / name), default_region="test-1", resolv_conf=resolv_conf, **kw)
+
+
+@pytest.fixture
+def blackbox(tmp_path: Path) -> Path:
+    """tests/testdata/blackbox.yml with the CA, certificate and token files it names present."""
+    return blackbox_yml(tmp_path / "bb")
+
+
+def load_blackbox(path: Path, resolv_conf: str) -> Config:
+    return load_config(str(path), default_region="test-1", resolv_conf=resolv_conf)
 
 
 def test_public_names() -> None:
@@ -258,10 +277,10 @@ def test_unknown_key_suggestion_and_allowed_list() -> None:
     with pytest.raises(ConfigError) as info:
         load_config_text("defaults: {intervall: 10s}")
     assert str(info.value) == ('defaults.intervall: unknown key "intervall"; did you mean "interval"? '
-                               "(allowed: concurrency, interval, timeout)")
+                               "(allowed: concurrency, interval, max_checks, timeout)")
     with pytest.raises(ConfigError) as info:
         load_config_text("defaults: {zzz: 1}")
-    assert info.value.problem == 'unknown key "zzz" (allowed: concurrency, interval, timeout)'
+    assert info.value.problem == 'unknown key "zzz" (allowed: concurrency, interval, max_checks, timeout)'
 
 
 def test_duplicate_yaml_keys_are_found_at_any_depth() -> None:
@@ -275,8 +294,8 @@ def test_duplicate_yaml_keys_are_found_at_any_depth() -> None:
 # --- blackbox.yml ----------------------------------------------------------------------------------------
 
 
-def test_blackbox_yml_loads_without_resolv_conf(tmp_path: Path) -> None:
-    config = load("blackbox.yml", str(tmp_path / "missing-resolv.conf"))
+def test_blackbox_yml_loads_without_resolv_conf(tmp_path: Path, blackbox: Path) -> None:
+    config = load_blackbox(blackbox, str(tmp_path / "missing-resolv.conf"))
     assert list(config.modules) == [
         "http_2xx", "http_post_2xx", "http_basic_auth_example", "http_bearer", "http_custom_ca",
         "http_via_proxy", "http_gzip", "tcp_connect", "tls_connect", "smtp_starttls", "irc_banner", "dns_udp",
@@ -288,8 +307,9 @@ def test_blackbox_yml_loads_without_resolv_conf(tmp_path: Path) -> None:
     assert all(name == m.name for name, m in config.modules.items())
 
 
-def test_blackbox_http_modules(resolv_conf: str) -> None:
-    modules = load("blackbox.yml", resolv_conf).modules
+def test_blackbox_http_modules(resolv_conf: str, blackbox: Path) -> None:
+    modules = load_blackbox(blackbox, resolv_conf).modules
+    files = blackbox.parent / "prober"
     m = modules["http_2xx"]
     assert (m.prober, m.timeout) == ("http", 5.0)
     h = m.http
@@ -318,20 +338,20 @@ def test_blackbox_http_modules(resolv_conf: str) -> None:
     assert (auth.username, auth.password, auth.password_file) == ("prober", "s3cr3t-pa55", None)
 
     bearer = modules["http_bearer"].http
-    assert bearer.bearer_token_file == "/etc/prober/token"
+    assert bearer.bearer_token_file == str(files / "token")
     assert bearer.follow_redirects is False  # from the deprecated no_follow_redirects: true
 
     tls = modules["http_custom_ca"].http.tls_config
     assert (tls.ca_file, tls.cert_file, tls.key_file, tls.server_name) == (
-        "/etc/prober/ca.pem", "/etc/prober/client.pem", "/etc/prober/client-key.pem", "internal.example.org")
+        str(files / "ca.pem"), str(files / "client.pem"), str(files / "client-key.pem"), "internal.example.org")
 
     assert modules["http_via_proxy"].http.proxy_url == "http://127.0.0.1:3128"
     gz = modules["http_gzip"].http
     assert (gz.compression, gz.body_size_limit) == ("gzip", 1024 * 1024)
 
 
-def test_blackbox_tcp_modules(resolv_conf: str) -> None:
-    modules = load("blackbox.yml", resolv_conf).modules
+def test_blackbox_tcp_modules(resolv_conf: str, blackbox: Path) -> None:
+    modules = load_blackbox(blackbox, resolv_conf).modules
     assert modules["tcp_connect"].tcp.query_response == () and modules["tcp_connect"].timeout == 3.0
     tls = modules["tls_connect"].tcp
     assert tls.tls and tls.tls_config.server_name == "mail.example.org"
@@ -348,8 +368,8 @@ def test_blackbox_tcp_modules(resolv_conf: str) -> None:
     assert irc.query_response[2].send == "PONG ${1}"
 
 
-def test_blackbox_dns_modules(resolv_conf: str) -> None:
-    modules = load("blackbox.yml", resolv_conf).modules
+def test_blackbox_dns_modules(resolv_conf: str, blackbox: Path) -> None:
+    modules = load_blackbox(blackbox, resolv_conf).modules
     d = modules["dns_udp"].dns
     assert (d.query_name, d.query_type, d.query_class) == ("www.example.org", "A", "IN")
     assert d.valid_rcodes == ("NOERROR",)
@@ -374,9 +394,9 @@ def test_blackbox_dns_modules(resolv_conf: str) -> None:
 
 
 def test_ignored_blackbox_keys_are_logged_at_debug(
-        resolv_conf: str, caplog: pytest.LogCaptureFixture) -> None:
+        resolv_conf: str, caplog: pytest.LogCaptureFixture, blackbox: Path) -> None:
     with caplog.at_level(logging.DEBUG, logger="exporter.config.loader"):
-        load("blackbox.yml", resolv_conf)
+        load_blackbox(blackbox, resolv_conf)
     ignored = sorted(r.getMessage().split(":")[0] for r in caplog.records)
     assert ignored == [
         "modules.http_2xx.http.enable_http2",
@@ -630,8 +650,8 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     assert again.defaults == config.defaults
 
 
-def test_dump_round_trips_blackbox_modules(resolv_conf: str) -> None:
-    config = load("blackbox.yml", resolv_conf)
+def test_dump_round_trips_blackbox_modules(resolv_conf: str, blackbox: Path) -> None:
+    config = load_blackbox(blackbox, resolv_conf)
     again = load_config_text(dump_config(config), resolv_conf=resolv_conf)
     for name, module in config.modules.items():
         if name != "http_basic_auth_example":  # its password is masked

@@ -3,7 +3,11 @@
 Whatever comes back (random bytes, a valid answer with bytes flipped, cut or inserted, or a well-formed
 answer with random records), the prober returns a ProbeResult by its deadline with a documented reason,
 and never ``internal`` (which would mean a bug). Well-formed answers are also judged exactly: success
-follows the rcode, and the counts match the records sent.
+follows the rcode, and the counts match the records sent that answer the question (in the answer
+section, the name asked and its CNAME chain).
+
+The same bytes also go through name resolution (resolve.py, the path HTTP and TCP probes take): both
+paths must reach the same verdict, usable or ``dns_malformed``, for every packet.
 
 All examples share one event loop and one server: each example only swaps the server's answer.
 """
@@ -16,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.rdatatype
 import dns.rrset
 import pytest
@@ -24,10 +29,11 @@ from hypothesis import strategies as st
 
 from exporter.checks import Check
 from exporter.config.model import DNSProbe, Module, Resolver, RRValidator
+from exporter.probers import clock, udpmux
 from exporter.probers import dns as dns_prober
 from exporter.probers import result as r
-from exporter.probers import udpmux
-from exporter.probers.result import ProbeResult
+from exporter.probers.resolve import Resolution, resolve
+from exporter.probers.result import ProbeLog, ProbeResult
 
 TIMEOUT = 0.15  # per probe: most junk is waited out to the deadline, so keep it short
 GRACE = 0.25  # how far past the deadline a probe may return on a busy machine
@@ -73,6 +79,19 @@ class Harness:
             start = self.loop.time()
             result = await dns_prober.probe(check, deadline=start + TIMEOUT)
             return result, self.loop.time() - start
+
+        return self.loop.run_until_complete(run())
+
+    def both(self, reply: Reply) -> tuple[ProbeResult, Resolution]:
+        """The same answer through the DNS prober and through name resolution (as HTTP/TCP probes do)."""
+        self.server.reply = reply
+        check = _check(self.resolver, False)
+
+        async def run() -> tuple[ProbeResult, Resolution]:
+            probed = await dns_prober.probe(check, deadline=self.loop.time() + TIMEOUT)
+            resolved = await resolve(QNAME, [self.resolver], prefer="ip4", fallback=False,
+                                     deadline=self.loop.time() + TIMEOUT, log=ProbeLog(clock.now()))
+            return probed, resolved
 
         return self.loop.run_until_complete(run())
 
@@ -139,6 +158,7 @@ _MUTATION = st.one_of(
     st.tuples(st.just("flip"), st.integers(0, 200), st.integers(1, 255)),
     st.tuples(st.just("cut"), st.integers(0, 200), st.just(0)),
     st.tuples(st.just("insert"), st.integers(0, 200), st.integers(0, 255)),
+    st.tuples(st.just("pointer"), st.integers(12, 200), st.integers(0, 200)),
 )
 
 
@@ -152,6 +172,8 @@ def _mutate(wire: bytes, mutations: list[tuple[str, int, int]]) -> bytes:
             del out[where:]
         elif kind == "insert":
             out[where:where] = bytes([value])
+        elif kind == "pointer":  # a compression pointer to ``value``: backwards, forwards or to itself
+            out[where:where + 2] = bytes([0xC0 | value >> 8, value & 0xFF])
     return bytes(out)
 
 
@@ -159,6 +181,50 @@ def _mutate(wire: bytes, mutations: list[tuple[str, int, int]]) -> bytes:
 @given(mutations=st.lists(_MUTATION, min_size=1, max_size=4), validate=st.booleans())
 def test_mutated_answers(harness: Harness, mutations: list[tuple[str, int, int]], validate: bool) -> None:
     _sane(*harness.probe(lambda query, wire: _mutate(_valid_answer(query), mutations), validate=validate))
+
+
+# --- The same bytes through both paths ------------------------------------------------------------------
+
+
+def _same_verdict(probed: ProbeResult, resolved: Resolution) -> None:
+    """Usable or malformed is decided once per packet: the DNS prober and resolution agree on it."""
+    assert probed.reason != r.INTERNAL, probed.log
+    assert resolved.reason is None or resolved.reason in r.REASONS
+    assert resolved.reason != r.INTERNAL
+    assert all(_is_address(a) for a in resolved.addresses), resolved.addresses
+    assert (probed.reason == r.DNS_MALFORMED) == (resolved.reason == r.DNS_MALFORMED), (probed.log, resolved)
+
+
+def _is_address(text: str) -> bool:
+    return bool(re.fullmatch(r"[0-9.]+|[0-9a-f:.]+", text))
+
+
+@FUZZ
+@given(body=st.binary(max_size=300), keep_id=st.booleans(), force_qr=st.booleans())
+def test_both_paths_agree_on_random_bytes(harness: Harness, body: bytes, keep_id: bool, force_qr: bool) -> None:
+    def reply(query: dns.message.Message, wire: bytes) -> bytes:
+        out = bytearray(body)
+        if keep_id and len(out) >= 2:
+            out[0:2] = wire[0:2]
+        if force_qr and len(out) >= 3:
+            out[2] |= 0x80
+        return bytes(out)
+
+    _same_verdict(*harness.both(reply))
+
+
+@FUZZ
+@given(mutations=st.lists(_MUTATION, min_size=1, max_size=4))
+def test_both_paths_agree_on_mutated_answers(harness: Harness, mutations: list[tuple[str, int, int]]) -> None:
+    def reply(query: dns.message.Message, wire: bytes) -> bytes:
+        """The mutated answer carries the query's id in its first two bytes, and is otherwise the same bytes
+        whichever path asked (the rest is built as if the id were 0, and without OPT: the paths differ in
+        whether they send EDNS, and a server that ignores it answers both alike)."""
+        query.id = 0
+        query.use_edns(False)
+        return wire[:2] + _mutate(_valid_answer(query), mutations)[2:]
+
+    _same_verdict(*harness.both(reply))
 
 
 # --- Well-formed answers with random records ------------------------------------------------------------
@@ -212,17 +278,29 @@ def test_random_record_sets(harness: Harness, rcode: int, aa: bool, answer, auth
     result, elapsed = harness.probe(reply, validate=validate)
     _sane(result, elapsed)
     assert elapsed < TIMEOUT, f"a well-formed answer was waited out: {result.log}"
-    counts = [sum(len(rrset) for rrset in section) for section in sections]
+    answering = _answering(sections[0])
+    counts = [sum(len(rrset) for rrset in section) for section in (answering, *sections[1:])]
     details = result.details
     assert (details[r.D_DNS_RCODE], details[r.D_DNS_AA]) == (rcode, int(aa))
     assert [details[r.D_DNS_ANSWER_RRS], details[r.D_DNS_AUTHORITY_RRS], details[r.D_DNS_ADDITIONAL_RRS]] == counts
-    has_a = any(rrset.rdtype == dns.rdatatype.A for rrset in sections[0])
+    has_a = any(rrset.rdtype == dns.rdatatype.A for rrset in answering)
     if rcode != 0:
         assert result.reason == _RCODE_REASONS.get(rcode, r.DNS_RCODE)
     elif validate and not has_a:
         assert result.reason == r.DNS_ANSWER_MISMATCH
     else:
         assert result.success, result.log
+
+
+def _answering(answer: list[dns.rrset.RRset]) -> list[dns.rrset.RRset]:
+    """The RRsets owned by QNAME or a name its CNAME chain reaches (first CNAME of each owner, no loops)."""
+    names = [dns.name.from_text(QNAME)]
+    while len(names) <= 16:
+        cname = next((s for s in answer if s.rdtype == dns.rdatatype.CNAME and s.name == names[-1]), None)
+        if cname is None or cname[0].target in names:
+            break
+        names.append(cname[0].target)
+    return [rrset for rrset in answer if rrset.name in names]
 
 
 def test_fuzz_server_is_ours() -> None:

@@ -368,7 +368,7 @@ async def test_credentials_from_files_are_reread_when_they_change(site, tmp_path
 
 async def test_missing_credentials_file_fails_without_sending(site, tmp_path):
     res = await run(http_check(site.url("/echo"), bearer_token_file=str(tmp_path / "absent")))
-    assert res.reason == r.CONN_ERROR and site.seen == []
+    assert res.reason == r.CONFIG_FILE_UNREADABLE and site.seen == []  # the exporter's setup, not the target
 
 
 async def test_hostname_override_sets_host_header(site):
@@ -485,9 +485,13 @@ async def test_tls_to_a_non_tls_peer_is_tls_handshake():
     assert res.reason == r.TLS_HANDSHAKE
 
 
-async def test_unloadable_ca_file_is_tls_handshake(tls_site, tmp_path):
+async def test_unloadable_ca_file_is_config_file_unreadable(tls_site, tmp_path):
     res = await run(http_check(tls_site.url("/"), tls_config=TLSConfig(ca_file=str(tmp_path / "nope.pem"))))
-    assert res.reason == r.TLS_HANDSHAKE and any("cannot load tls_config" in line for line in res.log)
+    assert res.reason == r.CONFIG_FILE_UNREADABLE and any("cannot load tls_config" in line for line in res.log)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    res = await run(http_check(tls_site.url("/"), tls_config=TLSConfig(ca_file=str(garbage))))
+    assert res.reason == r.CONFIG_FILE_UNREADABLE
 
 
 @pytest.mark.parametrize(("max_version", "without_cert"), [

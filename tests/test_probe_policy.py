@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import io
-import ipaddress
 import logging
 import textwrap
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from exporter import logs
 from exporter.config import ConfigError, load_config_text
@@ -31,7 +27,7 @@ from exporter.config.probe_policy import (
 )
 from exporter.runtime import Runtime
 from exporter.web import probeguard
-from exporter.web.app import make_app
+from tests.helpers.probeweb import loopback_only, policy_config, refused, serve
 from tests.helpers.text import sample, write
 from tests.servers.dns import start_dns
 from tests.servers.http import Site
@@ -39,49 +35,10 @@ from tests.servers.http import Site
 SECRETS = ("pa55-in-module", "tok-in-module", "pw-in-target-url", "hdr-in-module")
 
 
-@asynccontextmanager
-async def serve(config: Path, **app_kw: object) -> AsyncIterator[TestClient]:
-    runtime = Runtime(str(config))
-    await runtime.start()
-    client = TestClient(TestServer(make_app(runtime, **app_kw)))  # type: ignore[arg-type]
-    await client.start_server()
-    try:
-        yield client
-    finally:
-        await client.close()
-        await runtime.stop()
-
-
-async def refused(client: TestClient, reason: str) -> float | None:
-    resp = await client.get("/metrics")
-    return sample(await resp.text(), "outage_exporter_probe_requests_refused_total", reason=reason)
-
-
 @pytest.fixture
 async def connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Non-loopback addresses the event loop was asked to connect to; each attempt fails instead."""
-    seen: list[str] = []
-    loop_cls = type(asyncio.get_running_loop())
-    original = loop_cls.sock_connect
-
-    async def sock_connect(self, sock, address):  # type: ignore[no-untyped-def]
-        if not ipaddress.ip_address(address[0]).is_loopback:
-            seen.append(address[0])
-            raise AssertionError(f"test tried to connect to {address[0]}")
-        return await original(self, sock, address)
-
-    monkeypatch.setattr(loop_cls, "sock_connect", sock_connect)
-    return seen
-
-
-def policy_config(tmp_path: Path, probe: str) -> Path:
-    """Two modules, one idle region, and ``probe`` (YAML, any indentation) as the probe section."""
-    body = textwrap.indent(textwrap.dedent(probe).strip(), "  ")
-    path = tmp_path / "c.yml"
-    path.write_text("modules:\n  http_2xx: {prober: http, timeout: 3s}\n  tcp_connect: {prober: tcp, timeout: 3s}\n"
-                    'regions: [{name: lab, resolvers: ["127.0.0.1:1"]}]\n'
-                    f"probe:\n{body}\n")
-    return path
+    return loopback_only(monkeypatch)
 
 
 # --- configuration ----------------------------------------------------------------------------------------
@@ -258,9 +215,12 @@ async def test_name_resolving_to_metadata_is_stopped_before_connecting(tmp_path:
 async def test_redirect_to_link_local_is_stopped(tmp_path: Path, site: Site, connects: list[str]) -> None:
     async with serve(policy_config(tmp_path, "allow_cloud_metadata: false")) as client:
         redirect = site.url("/redirect-to?url=http://169.254.169.254/latest/meta-data/iam/")
-        resp = await client.get("/probe", params={"target": redirect})
-        assert resp.status == 403
-        assert "stopped before connecting: 169.254.169.254 is a cloud metadata address" in await resp.text()
+        resp = await client.get("/probe", params={"target": redirect, "debug": "true"})
+        assert resp.status == 200  # the target was allowed and probed; the redirect hop is a failure
+        body = await resp.text()
+        assert "169.254.169.254 is a cloud metadata address" in body
+        assert "Result: failure: policy_refused" in body
+        assert await refused(client, "blocked_address") == 1
     assert connects == []
     assert [s.path for s in site.seen] == [redirect.split(str(site.port), 1)[1]]  # the first hop only
 
@@ -351,7 +311,7 @@ async def test_secrets_never_appear_in_outputs_or_logs(secrets_file: Path, site:
             resp = await client.get("/probe", params={"module": "http_basic", "target": outside})
             outputs.append((resp.status, await resp.text()))
             resp = await client.get("/probe", params={"module": "http_basic", "target": "http://u:" + SECRETS[2]
-                                                      + "@[::1"})  # unparsable: echoed in the refusal
+                                                      + "@[::1"})  # unparsable: 400, echoed masked
             outputs.append((resp.status, await resp.text()))
             for _ in range(50):
                 page = await (await client.get("/")).text()
@@ -362,7 +322,7 @@ async def test_secrets_never_appear_in_outputs_or_logs(secrets_file: Path, site:
             outputs.append((200, await (await client.get("/config")).text()))
     finally:
         logging.getLogger().handlers.clear()
-    assert [status for status, _ in outputs] == [200, 200, 403, 403, 200, 200]
+    assert [status for status, _ in outputs] == [200, 200, 403, 400, 200, 200]
     for _, debug in outputs[:2]:
         assert "Logs for the probe:" in debug and "<secret>" in debug and "GET http://user:<secret>@127.0.0.1" in debug
     assert f"target \"http://localhost:{site.port}/status/503\" is not in the allow list" in outputs[2][1]

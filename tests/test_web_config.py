@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import ssl
 import textwrap
 from collections.abc import AsyncIterator
@@ -220,3 +221,30 @@ async def test_unknown_users_cost_a_bcrypt_check_too() -> None:
     assert not await credentials.verify("prometheus", "x" * 100)  # beyond bcrypt's 72 bytes: refused, no crash
     assert credentials.bcrypt_checks == 2
     assert await credentials.verify("prometheus", PASSWORD)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "huge"])
+async def test_a_web_config_that_is_no_regular_file_never_stalls_a_reload(tmp_path: Path, pki: PKI,
+                                                                          kind: str) -> None:
+    async with running(tmp_path, web_yaml(pki, tmp_path)) as ex:
+        ctx, auth = client_context(pki), ("prometheus", PASSWORD)
+        ex.web_config.unlink()
+        if kind == "fifo":
+            os.mkfifo(ex.web_config)  # no writer ever comes
+        elif kind == "dev-zero":
+            ex.web_config.symlink_to("/dev/zero")
+        else:
+            ex.web_config.write_bytes(b"#" * (2 << 20))
+        reload = asyncio.create_task(ex.runtime.reload())
+        status, _, body = await asyncio.wait_for(get(ex.url + "/metrics", ctx, auth=auth), timeout=5)
+        assert status == 200
+        await asyncio.wait_for(reload, timeout=5)
+        body = (await get(ex.url + "/metrics", ctx, auth=auth))[2]
+        assert "outage_exporter_web_config_last_reload_successful 0.0" in body
+
+
+def test_web_config_errors_for_files_that_are_not_regular(tmp_path: Path) -> None:
+    fifo = tmp_path / "web.yml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"cannot read web config file .*web.yml: not a regular file"):
+        load_web_config(fifo)

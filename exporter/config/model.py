@@ -220,6 +220,7 @@ class Defaults:
     interval: float = 15.0
     timeout: float = 10.0
     concurrency: int = 256  # probes in flight at once, across all checks
+    max_checks: int = 100_000  # scheduled checks a config may expand to (aliases make small files huge)
 
 
 @dataclass(frozen=True, slots=True)

@@ -260,17 +260,47 @@ class ConnectRefused(PermissionError):
     """A /probe probe was about to connect to an address its policy refuses."""
 
 
+NOT_ADMITTED: Literal[False] = False
+
+
+def admit(patterns: tuple[TargetPattern, ...] | None,
+          endpoint: Endpoint) -> tuple[TargetPattern, ...] | None | Literal[False]:
+    """Judge one endpoint (the target, or a redirect's) against the allow list, without any lookup.
+
+    None: allowed outright. A tuple of network patterns: allowed if every address it connects to is inside
+    one of them (judged at connect time). NOT_ADMITTED: refused before any lookup or connection."""
+    if patterns is None or any(p.matches(endpoint) for p in patterns if not p.needs_addresses):
+        return None
+    networks = tuple(p for p in patterns if p.needs_addresses)
+    if networks and (parse_ip(endpoint.host) is None or any(p.matches(endpoint) for p in networks)):
+        return networks
+    return NOT_ADMITTED
+
+
 @dataclass(slots=True)
 class ConnectGuard:
     """Set (through CONNECT_GUARD) around one /probe probe; probers call :func:`check_connect` right before
     they connect, so every address is judged, including those reached through redirects or a DNS answer
-    that changed since anyone last looked."""
+    that changed since anyone last looked. Probers that follow redirects call :func:`check_hop` on each
+    new hop, so the allow list holds on every hop and not only on the target given."""
 
     policy: ProbePolicy
     networks: tuple[TargetPattern, ...] | None = None  # the address must match one of these (allow by network)
     port: int = 0
     refused: str | None = None  # why the probe was stopped, for the response and the log
     refused_reason: str | None = None  # REFUSED_BLOCKED_ADDRESS or REFUSED_NOT_ALLOWED
+    patterns: tuple[TargetPattern, ...] | None = None  # the module's allow list; None: any target
+    redirected: bool = False  # a redirect hop is being probed: a refusal ends the probe as a failure
+
+    def enter_hop(self, endpoint: Endpoint) -> None:
+        """A redirect leads to ``endpoint``: admit it under the allow list or raise ConnectRefused."""
+        self.redirected = True
+        admitted = admit(self.patterns, endpoint)
+        if admitted is NOT_ADMITTED:
+            self._refuse(REFUSED_NOT_ALLOWED, f'redirect target "{endpoint.target}" is not in the allow list of '
+                                              "this module (probe.allow)")
+        self.networks = None if admitted is None else admitted
+        self.port = endpoint.port
 
     def check(self, address: str) -> None:
         ip = parse_ip(address)
@@ -292,6 +322,15 @@ class ConnectGuard:
 
 
 CONNECT_GUARD: ContextVar[ConnectGuard | None] = ContextVar("outage_exporter_connect_guard", default=None)
+
+
+def check_hop(endpoint: Endpoint) -> None:
+    """Raise ConnectRefused if a /probe policy is in force and its allow list refuses this redirect hop.
+
+    Call it before the hop's name is looked up; scheduled probes run without a guard."""
+    guard = CONNECT_GUARD.get()
+    if guard is not None:
+        guard.enter_hop(endpoint)
 
 
 def check_connect(address: str) -> None:

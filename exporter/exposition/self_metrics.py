@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import prometheus_client
@@ -147,6 +147,12 @@ class SelfMetrics:
             registry=registry,
         )
         self._shard.labels("1", "1").set(1)
+        self._config_files = Gauge(
+            "outage_exporter_config_file_unreadable",
+            "1 if a file a module names (CA, certificate, key, password or token file) cannot be read, else 0.",
+            ["module", "file"],
+            registry=registry,
+        )
         registry.register(_RuntimeCollector(self))
 
     # --- called by the application ----------------------------------------------------------------------
@@ -181,6 +187,12 @@ class SelfMetrics:
                 registry=self.registry,
             )
         self._web_config_ok.set(1 if ok else 0)
+
+    def config_files_checked(self, states: Iterable[tuple[str, str, bool]]) -> None:
+        """The latest check of the files the config names: (module, file, unreadable), one series each."""
+        self._config_files.clear()
+        for module, file, unreadable in states:
+            self._config_files.labels(module, file).set(1 if unreadable else 0)
 
     def set_shard(self, index: int, count: int) -> None:
         """This exporter runs shard ``index`` of ``count`` (``--shard``); unsharded is 1 of 1."""

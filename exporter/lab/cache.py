@@ -39,6 +39,7 @@ class Cache:
         self.speed = speed
         self.clock = clock
         self._entries: dict[Hashable, Entry] = {}
+        self._expired: dict[Hashable, Entry] = {}  # the latest expired answer per key, for serve-stale
         self._cuts: dict[Name, Delegation] = {}
 
     def wall(self, story_seconds: float) -> float:
@@ -49,6 +50,15 @@ class Cache:
         entry = self._entries.get(key)
         if entry is not None and entry.expires <= self.clock():
             del self._entries[key]
+            if entry.answer:
+                self._expired[key] = entry  # kept for serve-stale (RFC 8767)
+            return None
+        return entry
+
+    def stale(self, key: Hashable, window: float) -> Entry | None:
+        """The last answer for ``key`` if it expired less than ``window`` story seconds ago."""
+        entry = self._expired.get(key)
+        if entry is None or entry.expires + self.wall(window) <= self.clock():
             return None
         return entry
 
@@ -57,6 +67,8 @@ class Cache:
         stored = Entry(entry.rcode, entry.answer, entry.soa, self.clock() + self.wall(max(ttl, 0.0)))
         if ttl > 0:
             self._entries[key] = stored
+        if stored.answer:
+            self._expired.pop(key, None)
         return stored
 
     def remaining(self, entry: Entry) -> int:
@@ -79,6 +91,7 @@ class Cache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._expired.clear()
         self._cuts.clear()
 
     def __len__(self) -> int:

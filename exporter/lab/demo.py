@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-stack", action="store_true",
                    help="also start the installed prometheus and prometheus-alertmanager with the project's "
                         "rules (alerts/) and print every notification as it arrives")
+    p.add_argument("--backend", choices=("sim", "real"), default="sim",
+                   help="sim: the simulated internet in this process (default); real: Knot, Unbound and nginx "
+                        "in network namespaces, one exporter per region inside its region (needs root)")
     p.add_argument("--log.level", dest="log_level", choices=logs.LEVELS, default="info")
     p.add_argument("--log.format", dest="log_format", choices=("logfmt", "json"), default="logfmt")
     return p
@@ -80,6 +83,8 @@ def main(argv: Sequence[str]) -> int:
     except ScenarioError as exc:
         print(f"outage-exporter demo: {exc}")
         return 2
+    if ns.backend == "real":
+        return _real_main(ns, scenario)
     if ns.with_stack:
         from exporter.lab.stack import find_alerts_dir, find_binary
 
@@ -94,6 +99,17 @@ def main(argv: Sequence[str]) -> int:
             return 2
     return asyncio.run(run_demo(scenario, ns.speed or scenario.default_speed, ns.listen, once=ns.once,
                                 config_out=ns.config_out, with_stack=ns.with_stack))
+
+
+def _real_main(ns: argparse.Namespace, scenario: Scenario) -> int:
+    from exporter.lab.netlab.demo import preflight, run_real_demo
+
+    problem = preflight()
+    if problem:
+        print(f"outage-exporter demo: {problem}")
+        return 2
+    return asyncio.run(run_real_demo(scenario, ns.speed or scenario.default_speed, ns.listen, once=ns.once,
+                                     config_out=ns.config_out))
 
 
 async def run_demo(scenario: Scenario, speed: float, listen: tuple[str, int], *, once: bool = False,

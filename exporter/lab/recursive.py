@@ -14,6 +14,14 @@ Two styles differ only in how they chase unresponsive nameservers (``Style``):
   no memory of silent ones, so a client with a 4 s timeout usually gives up first and records a
   timeout; a client that arrives while a lookup is already in flight sometimes gets a slow SERVFAIL.
 
+The hold-down backs off the way real resolvers' infrastructure caches do: every timeout of a server
+still held down doubles its hold-down, up to ``holddown_max``, so a long outage leaves the resolver
+skipping servers for a long time **after they answer again**: the recovery tail, where a zone keeps
+getting SERVFAIL minutes after its nameservers are back. A resolver can also serve stale answers
+(RFC 8767, ``serve_stale``): when a name cannot be resolved, an answer that expired less than
+``serve_stale`` story seconds ago is handed out with a TTL of 30 s instead of SERVFAIL. Scenarios turn it
+on per region (``resolvers: {serve_stale: ...}``).
+
 Network timeouts are wall seconds (they race the probes' timeouts); everything cached is story time.
 """
 
@@ -50,10 +58,14 @@ class Style:
     attempt_timeout: float  # wall seconds to wait for one nameserver
     holddown: float  # story seconds a silent nameserver is skipped (0: never remembered)
     servfail_ttl: float  # story seconds a SERVFAIL is cached (0: not cached)
+    holddown_max: float = 0.0  # story seconds the doubling hold-down may grow to (<= holddown: no backoff)
+    serve_stale: float = 0.0  # story seconds an expired answer may still be served (0: never)
 
 
-PUBLIC = Style("public", parallel=True, attempt_timeout=0.8, holddown=300.0, servfail_ttl=30.0)
+PUBLIC = Style("public", parallel=True, attempt_timeout=0.8, holddown=300.0, servfail_ttl=30.0,
+               holddown_max=1800.0)
 ISP = Style("isp", parallel=False, attempt_timeout=2.0, holddown=0.0, servfail_ttl=30.0)
+STALE_TTL = 30  # the TTL of a stale answer, as RFC 8767 recommends
 STYLES: dict[str, Style] = {PUBLIC.name: PUBLIC, ISP.name: ISP}
 
 Server = tuple[Name, str]  # (nameserver name, address)
@@ -73,6 +85,7 @@ class RecursiveResolver:
         self.client_queries = 0
         self.upstream_queries = 0
         self._down_until: dict[str, float] = {}
+        self._holddown: dict[str, float] = {}  # story seconds of each silent server's current hold-down
         self._inflight: dict[Hashable, asyncio.Future[Entry]] = {}
         self._turn = 0
 
@@ -99,6 +112,7 @@ class RecursiveResolver:
         """Forget everything learnt: cached answers, delegations and silent nameservers."""
         self.cache.clear()
         self._down_until.clear()
+        self._holddown.clear()
 
     async def lookup(self, name: Name, rdtype: int, depth: int = 0) -> Entry:
         """The cached or freshly resolved outcome; concurrent lookups of one name share one resolution."""
@@ -121,6 +135,13 @@ class RecursiveResolver:
             resp.authority.append(_with_ttl(entry.soa, ttl))
         return resp
 
+    def _stale_or_servfail(self, key: Hashable) -> Entry:
+        if self.style.serve_stale > 0:
+            stale = self.cache.stale(key, self.style.serve_stale)
+            if stale is not None:
+                return self.cache.put(key, stale, STALE_TTL)
+        return self._servfail(key)
+
     async def _resolve(self, name: Name, rdtype: int, depth: int) -> Entry:
         key = (name, rdtype)
         for _ in range(MAX_REFERRALS):
@@ -135,7 +156,7 @@ class RecursiveResolver:
                 log.debug("%s: lame referral to %s from %s", self.host, cut, zone)
                 break
             self._learn_cut(cut, resp)
-        return self._servfail(key)
+        return self._stale_or_servfail(key)
 
     async def _closest_servers(self, name: Name, depth: int) -> tuple[Name, list[Server]]:
         cut = self.cache.closest_cut(name)
@@ -220,13 +241,20 @@ class RecursiveResolver:
             log.debug("%s: query to %s failed: %s", self.host, address, exc)
             return None
         self._down_until.pop(address, None)
+        self._holddown.pop(address, None)
         if resp.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             return None
         return resp
 
     def _hold_down(self, address: str) -> None:
-        if self.style.holddown > 0:
-            self._down_until[address] = self.cache.clock() + self.cache.wall(self.style.holddown)
+        """Skip a silent server for a while; each further timeout doubles the while, up to holddown_max."""
+        if self.style.holddown <= 0:
+            return
+        previous = self._holddown.get(address)
+        period = self.style.holddown if previous is None else min(previous * 2, self.style.holddown_max)
+        period = max(period, self.style.holddown)
+        self._holddown[address] = period
+        self._down_until[address] = self.cache.clock() + self.cache.wall(period)
 
 
 def _referral_cut(resp: dns.message.Message) -> Name | None:

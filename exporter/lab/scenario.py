@@ -107,7 +107,21 @@ class VantageEffect:
         world.isolate_region(self.region, self.isolated)
 
 
-Effect = EdgeEffect | NameserverEffect | VantageEffect
+@dataclass(frozen=True, slots=True)
+class ResolverEffect:
+    path: str
+    regions: tuple[str, ...]  # empty = every region
+    serve_stale: float  # story seconds; 0 turns serve-stale off
+
+    def check(self, world: World) -> None:
+        _check_regions(self.path, self.regions, world)
+
+    def apply(self, world: World) -> None:
+        for region in self.regions or ("all",):
+            world.set_serve_stale(region, self.serve_stale)
+
+
+Effect = EdgeEffect | NameserverEffect | VantageEffect | ResolverEffect
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +249,7 @@ def _phase(raw: object, path: str) -> Phase:
                  effects=tuple(_effect(e, f"{path}.effects[{i}]") for i, e in enumerate(effects_raw)))
 
 
-_EFFECT_KINDS = ("edge", "nameservers", "vantage")
+_EFFECT_KINDS = ("edge", "nameservers", "vantage", "resolvers")
 
 
 def _effect(raw: object, path: str) -> Effect:
@@ -247,6 +261,8 @@ def _effect(raw: object, path: str) -> Effect:
         return _edge_effect(body, path)
     if kind == "nameservers":
         return _nameserver_effect(body, path)
+    if kind == "resolvers":
+        return _resolver_effect(body, path)
     doc = _mapping(body, path, required={"region", "isolated"}, optional=set())
     if not isinstance(doc["isolated"], bool):
         raise _Invalid(f"{path}.isolated", f"expected true or false, got {doc['isolated']!r}")
@@ -271,6 +287,15 @@ def _edge_effect(body: object, path: str) -> EdgeEffect:
             raise _Invalid(f"{path}.{m.group(1)}", m.group(2)) from None
         raise _Invalid(path, str(exc)) from None
     return EdgeEffect(path, services, regions, setting)
+
+
+def _resolver_effect(body: object, path: str) -> ResolverEffect:
+    doc = _mapping(body, path, required={"serve_stale"}, optional={"region"})
+    region = doc.get("region", "all")
+    regions = () if region == "all" else _names(region, f"{path}.region", None)
+    raw = doc["serve_stale"]
+    seconds = 0.0 if raw is False or raw in (0, "0", "0s") else _duration(raw, f"{path}.serve_stale")
+    return ResolverEffect(path, regions, seconds)
 
 
 def _nameserver_effect(body: object, path: str) -> NameserverEffect:

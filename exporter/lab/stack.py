@@ -111,24 +111,34 @@ class Notification:
 
 
 class WebhookSink:
-    """An Alertmanager webhook receiver on 127.0.0.1 that keeps every notification in memory."""
+    """An Alertmanager webhook receiver on 127.0.0.1 that keeps every notification in memory.
 
-    def __init__(self, *, echo: bool = False, port: int = 0) -> None:
+    ``sock``: serve on this listening socket instead, e.g. one opened inside a lab namespace (a socket keeps
+    the network namespace it was created in), so an Alertmanager there can reach the sink.
+    """
+
+    def __init__(self, *, echo: bool = False, port: int = 0, sock: socket.socket | None = None) -> None:
         self.notifications: list[Notification] = []
         self.echo = echo
         self.port = port
+        self.host = "127.0.0.1"
+        self.sock = sock
         self._runner: web.AppRunner | None = None
         self.arrived = asyncio.Event()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     async def start(self) -> WebhookSink:
         app = web.Application()
         app.router.add_post("/{receiver}", self._receive)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
+        if self.sock is not None:
+            self.host, self.port = self.sock.getsockname()[:2]
+            await web.SockSite(self._runner, self.sock).start()
+            return self
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
@@ -149,6 +159,11 @@ class WebhookSink:
         if self.echo:
             print(f"notification: {note.summary()}", flush=True)
         return web.Response(text="ok\n")
+
+
+def alertmanager_config_text(alerts_dir: Path, sink_url: str) -> str:
+    """The shipped alerts/alertmanager.yml with its webhook receivers pointed at ``sink_url``."""
+    return (alerts_dir / "alertmanager.yml").read_text().replace(SINK_PLACEHOLDER, sink_url)
 
 
 @dataclass
@@ -189,8 +204,7 @@ class Stack:
                                       evaluation_interval=self.evaluation_interval)
 
     def alertmanager_config(self) -> str:
-        text = (self.alerts_dir / "alertmanager.yml").read_text()
-        return text.replace(SINK_PLACEHOLDER, self.sink.base_url)
+        return alertmanager_config_text(self.alerts_dir, self.sink.base_url)
 
     async def start(self) -> Stack:
         prometheus, alertmanager = find_binary("prometheus"), find_binary("alertmanager")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import dns.name
@@ -311,6 +312,14 @@ class World:
                 edge.set_isolated(on)
         log.info("region %s %s", region, "isolated" if on else "reconnected")
 
+    def set_serve_stale(self, region: str, seconds: float) -> None:
+        """Let a region's resolvers (or ``"all"``) serve answers up to ``seconds`` story seconds stale."""
+        regions = self.region_names if region == "all" else (self._region(region),)
+        for (r, _), resolver in self.resolvers.items():
+            if r in regions:
+                resolver.style = replace(resolver.style, serve_stale=seconds)
+        log.info("resolvers of %s serve stale answers for %gs", region, seconds)
+
     def isolated_regions(self) -> list[str]:
         return [r for r in self.region_names if self.resolvers[(r, "public")].isolated]
 
@@ -326,6 +335,8 @@ class World:
         for edge in self.edges.values():
             if edge.setting != healthy:
                 edge.apply(healthy)
+        for resolver in self.resolvers.values():
+            resolver.style = self._styles[resolver.style.name]
 
     def flush_caches(self) -> None:
         for resolver in self.resolvers.values():

@@ -27,6 +27,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 
 from exporter import discovery
@@ -134,7 +135,7 @@ class _Run:
         if response is None:
             self.say(f"{where}: {name} A: {reason}")
             return reason
-        found = any(rrset.name == qname for rrset in response.answer)
+        found = any(rrset.name == qname and rrset.rdclass == dns.rdataclass.IN for rrset in response.answer)
         reason = _answer_problem(response.rcode(), bool(response.flags & dns.flags.AA), found=found)
         if reason is not None:
             self.say(f"{where}: {name} A: {dns.rcode.to_text(response.rcode())} -> {reason}")
@@ -178,7 +179,8 @@ def _answer_problem(rcode: int, aa: bool, *, found: bool) -> str | None:
 
 def _serial(response: dns.message.Message, zone: dns.name.Name) -> int | None:
     for rrset in response.answer:
-        if rrset.rdtype == dns.rdatatype.SOA and rrset.name == zone and len(rrset):
+        if (rrset.rdtype == dns.rdatatype.SOA and rrset.name == zone and rrset.rdclass == dns.rdataclass.IN
+                and len(rrset)):
             return int(rrset[0].serial)
     return None
 

@@ -2,16 +2,22 @@
 
 The target of a dns check is the server to ask (``check.dns_server``); the question is
 ``check.query_name`` (or the module's ``query_name``) with the module's type, class and RD flag, sent
-with EDNS0 (payload 1232). A probe fails when no answer arrives (dns_timeout, dns_malformed,
-conn_refused, tls_*), when the rcode is not in ``valid_rcodes`` (dns_nxdomain, dns_servfail, dns_refused,
-dns_rcode), or when a ``validate_*_rrs`` rule rejects a section (dns_answer_mismatch; rules in
-dnsanswer.py). NOERROR with an empty answer succeeds, as in blackbox, and reports ``dns_answer_rrs`` 0
-so an alert can still tell NODATA apart.
+without EDNS, as blackbox_exporter asks: a server that does not speak EDNS is judged like any other, and an
+answer too large for 512 bytes comes truncated and is asked again over TCP. (Resolution for HTTP/TCP,
+authoritative checks and discovery send EDNS0 and ask again without it on FORMERR, NOTIMP or BADVERS:
+dnsclient.exchange.) A probe fails when no
+answer arrives (dns_timeout, dns_malformed, conn_refused, tls_*), when the rcode is not in
+``valid_rcodes`` (dns_nxdomain, dns_servfail, dns_refused, dns_rcode), or when a ``validate_*_rrs`` rule
+rejects a section (dns_answer_mismatch; rules in dnsanswer.py). NOERROR with an empty answer succeeds,
+as in blackbox, and reports ``dns_answer_rrs`` 0 so an alert can still tell NODATA apart. Only records
+that answer the question count (its class; in the answer section, the name asked or its CNAME chain:
+see dnsanswer.py).
 
 Per-probe work is kept small because probes run by the thousand: the query is rendered to wire once per
 (name, type, class, RD) and each probe only draws a fresh id; UDP queries share one socket per event
-loop (udpmux) instead of opening one each; a plain UDP answer is read without a full
-parse unless validators need the records' text; TLS contexts are built once per ``tls_config`` (tlsutil).
+loop (udpmux) instead of opening one each; a plain UDP answer is read without a full parse unless
+validators need the records' text (by the parser's own rules: one verdict per packet); TLS contexts
+are built once per ``tls_config`` (tlsutil).
 """
 
 from __future__ import annotations
@@ -33,13 +39,12 @@ from exporter.checks import Check
 from exporter.config.model import DNSProbe, Resolver
 from exporter.probers import clock, dnsanswer, tlsutil
 from exporter.probers import result as r
-from exporter.probers.dnsclient import DOT_ALPN, Exchange, decode, exchange, rcode_reason
+from exporter.probers.dnsclient import DOT_ALPN, Exchange, exchange, rcode_reason
 from exporter.probers.resolve import family_of, ip_literal, resolve
 from exporter.probers.result import ProbeLog, ProbeResult, finish
 
 logger = logging.getLogger("exporter.probers.dns")
 
-EDNS_PAYLOAD = 1232  # the DNS Flag Day 2020 size: avoids IP fragmentation on any sane path
 DOT_PORT = 853
 
 
@@ -168,22 +173,21 @@ class _Run:
             return rcode_reason(rcode) or r.DNS_RCODE
         if rcode == dns.rcode.NOERROR and not found[r.D_DNS_ANSWER_RRS] and not query.is_any:
             self.say(f"no {query.rdtype_text} records (NODATA): a success, as in blackbox_exporter")
-        return self._validate(ex.response) if ex.response is not None else None
+        return self._validate(ex.response, query) if ex.response is not None else None
 
-    def _read(self, ex: Exchange, query: _Query) -> dnsanswer.Facts | None:
-        """Facts of the answer: from the raw wire when it is plain, else from a full parse (None: garbage)."""
-        if ex.response is None and ex.wire:
-            found = dnsanswer.facts_from_wire(ex.wire, query.question_wire)
-            if found is not None:
-                return found
-        response = decode(ex, query, self.log)
-        return dnsanswer.facts_from_message(response) if response is not None else None
+    @staticmethod
+    def _read(ex: Exchange, query: _Query) -> dnsanswer.Facts | None:
+        """Facts of the answer: read from the raw wire when it was plain, else from the parsed answer."""
+        if ex.facts is not None:
+            return ex.facts
+        return dnsanswer.facts_from_message(ex.response, query.question_key) if ex.response is not None else None
 
-    def _validate(self, resp: dns.message.Message) -> str | None:
+    def _validate(self, resp: dns.message.Message, query: _Query) -> str | None:
         s = self.settings
-        for name, section, validator in (("answer", resp.answer, s.validate_answer_rrs),
-                                         ("authority", resp.authority, s.validate_authority_rrs),
-                                         ("additional", resp.additional, s.validate_additional_rrs)):
+        found = dnsanswer.relevant(resp, query.question_key)
+        for name, section, validator in (("answer", found.answer, s.validate_answer_rrs),
+                                         ("authority", found.authority, s.validate_authority_rrs),
+                                         ("additional", found.additional, s.validate_additional_rrs)):
             if dnsanswer.active(validator):
                 problem = dnsanswer.check_rrs(dnsanswer.rr_texts(section), validator)
                 if problem is not None:
@@ -221,6 +225,7 @@ class _Query(dns.message.QueryMessage):
 
     tail: bytes = b""  # the wire form after the id
     question_wire: bytes = b""  # the question section as sent, to recognise the answer's
+    question_key: dnsanswer.Question = (b"", 0, 0)  # which records answer it (dnsanswer.relevant)
     describe: str = ""  # "example.com A" for log lines
     rdtype_text: str = ""
     is_any: bool = False
@@ -241,13 +246,14 @@ class _Query(dns.message.QueryMessage):
 # through more names than it holds miss every time (about 1.5 KiB per entry).
 @functools.lru_cache(maxsize=65536)
 def _template(qname: str, qtype: str, qclass: str, rd: bool) -> _Query:
-    made = dns.message.make_query(qname, qtype or "ANY", qclass or "IN", use_edns=0, payload=EDNS_PAYLOAD,
+    made = dns.message.make_query(qname, qtype or "ANY", qclass or "IN", use_edns=False,
                                   flags=dns.flags.RD if rd else 0, id=0)
     template = _Query(id=0)
     template.__dict__.update(made.__dict__)
     template.tail = made.to_wire()[2:]
     q = made.question[0]
     template.question_wire = template.tail[10:10 + len(q.name.to_wire()) + 4]
+    template.question_key = dnsanswer.question_of(made)
     template.rdtype_text = dns.rdatatype.to_text(q.rdtype)
     template.is_any = q.rdtype == dns.rdatatype.ANY
     name = q.name.to_text(omit_final_dot=True) or "."

@@ -9,6 +9,11 @@ dnspython, so the time to connect (and,
 for TLS, to finish the handshake) is reported as its own ``connect`` phase, as blackbox_exporter does;
 ``request`` is the rest of the exchange.
 
+Answers are read by :func:`dnsanswer.parse` on every transport and for every caller, so a packet is
+usable or ``dns_malformed`` the same way whoever asked. A server that answers FORMERR, NOTIMP or BADVERS
+to a query carrying EDNS (OPT) is asked once more without it, within the same deadline, as resolvers do:
+an old or broken EDNS implementation is not an outage.
+
 Times are read from ``clock.now`` at the event, never from the loop's cached clock. A UDP answer carries
 the kernel's receive time (udpmux); the time it then waited for the busy event loop is reported as
 ``Exchange.waited`` and left out of ``request``, so a loaded exporter does not report the server as slow.
@@ -31,7 +36,7 @@ import dns.query
 import dns.rcode
 
 from exporter.config.model import Resolver, TLSConfig
-from exporter.probers import clock, tlsutil, udpmux
+from exporter.probers import clock, dnsanswer, tlsutil, udpmux
 from exporter.probers import result as r
 from exporter.probers.errors import reason_for_exception
 from exporter.probers.result import ProbeLog
@@ -39,6 +44,7 @@ from exporter.probers.tlsutil import TLSInfo
 
 DOT_ALPN = ("dot",)  # RFC 7858 ALPN id for DNS-over-TLS
 _TC = int(dns.flags.TC)  # a plain int: flag enums are slow on the hot path
+_EDNS_REFUSED = frozenset({dns.rcode.FORMERR, dns.rcode.NOTIMP, dns.rcode.BADVERS})
 
 
 @dataclass(slots=True)
@@ -49,7 +55,9 @@ class Exchange:
     transport: str = "udp"  # transport that produced the final answer (or failed last)
     truncated: bool = False
     phases: dict[str, float] = field(default_factory=dict)  # connect (tcp/tls), request
-    wire: bytes = b""  # the raw UDP answer (see exchange(parse=False))
+    wire: bytes = b""  # the raw UDP answer
+    facts: dnsanswer.Facts | None = None  # read straight from ``wire`` (exchange(parse=False)), no response
+    query: dns.message.Message | None = None  # the query answered: the one given, or it without EDNS
     tls: TLSInfo | None = None  # DNS-over-TLS: what the handshake told us
     waited: float = 0.0  # seconds a UDP answer waited, after it arrived, for the event loop to handle it
 
@@ -79,11 +87,44 @@ async def exchange(
 ) -> Exchange:
     """Send ``query`` to ``server`` and return what came back. Never raises for network trouble.
 
-    ``source`` binds the local address (blackbox's ``source_ip_address``). With ``parse=False`` an
-    untruncated UDP answer is handed back as raw ``wire`` (header checked: our id, QR set) and parsing is
-    left to the caller, which may read what it needs more cheaply and call :func:`decode` otherwise.
+    ``source`` binds the local address (blackbox's ``source_ip_address``). With ``parse=False`` a plain
+    UDP answer is read by :func:`dnsanswer.facts_from_wire` into ``facts`` and not parsed into a
+    ``response``; anything that reader leaves is parsed as usual.
     """
-    ex = Exchange(transport="tls" if server.tls else transport)
+    args = (server, transport, deadline, log, tls_context, server_hostname, source, parse)
+    ex = await _exchange(query, *args)
+    rcode = _rcode(ex)
+    if rcode in _EDNS_REFUSED and query.edns >= 0:
+        log(clock.now(), f"{server.name} answered {dns.rcode.to_text(rcode)} to a query with EDNS: "
+                         "asking again without it")
+        retry = await _exchange(without_edns(query), *args)
+        if retry.reason != r.DNS_TIMEOUT:  # no answer in the time left: the first answer stands
+            for phase, seconds in ex.phases.items():
+                retry.phases[phase] = retry.phases.get(phase, 0.0) + seconds
+            retry.waited += ex.waited
+            retry.truncated = retry.truncated or ex.truncated
+            ex = retry
+    return ex
+
+
+def without_edns(query: dns.message.Message) -> dns.message.Message:
+    """``query`` without the OPT record, for a server that rejects EDNS."""
+    q = query.question[0]
+    out = dns.message.make_query(q.name, q.rdtype, q.rdclass, use_edns=False)
+    out.flags = query.flags
+    return out
+
+
+def _rcode(ex: Exchange) -> int | None:
+    if ex.facts is not None:
+        return int(ex.facts[r.D_DNS_RCODE])
+    return ex.response.rcode() if ex.response is not None else None
+
+
+async def _exchange(query: dns.message.Message, server: Resolver, transport: str, deadline: float,
+                    log: ProbeLog, tls_context: ssl.SSLContext | None, server_hostname: str | None,
+                    source: str | None, parse: bool) -> Exchange:
+    ex = Exchange(transport="tls" if server.tls else transport, query=query)
     start = clock.now()
     try:
         if server.tls or transport == "tcp":
@@ -95,36 +136,20 @@ async def exchange(
                 ex.wire, ex.truncated, ex.transport = b"", True, "tcp"
                 log(clock.now(), f"truncated UDP answer from {server.name}, retrying over TCP")
                 ex.response = await _stream(ex, query, server, deadline, None, None, source)
-            elif parse:
-                ex.response = _from_wire(ex.wire, query)
+            else:
+                ex.facts = None if parse else dnsanswer.facts_from_wire(ex.wire, _question_wire(query))
+                if ex.facts is None:
+                    ex.response = dnsanswer.parse(ex.wire, query)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a reason
         _failed(ex, exc, server, log)
     ex.phases[r.PHASE_REQUEST] = max(0.0, clock.now() - start - ex.waited - ex.phases.get(r.PHASE_CONNECT, 0.0))
     return ex
 
 
-def decode(ex: Exchange, query: dns.message.Message, log: ProbeLog) -> dns.message.Message | None:
-    """Parse ``ex.wire`` (from ``exchange(parse=False)``) into ``ex.response``; on garbage set the reason."""
-    if ex.response is None and ex.wire:
-        try:
-            ex.response = _from_wire(ex.wire, query)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a reason
-            _failed(ex, exc, None, log)
-    return ex.response
-
-
-def _failed(ex: Exchange, exc: Exception, server: Resolver | None, log: ProbeLog) -> None:
+def _failed(ex: Exchange, exc: Exception, server: Resolver, log: ProbeLog) -> None:
     ex.reason = reason_for_exception(exc, dns_context=True)
     ex.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    where = f"query to {server.name} over {ex.transport}" if server else f"answer over {ex.transport}"
-    log(clock.now(), f"{where} failed: {ex.error} -> {ex.reason}")
-
-
-def _from_wire(wire: bytes, query: dns.message.Message) -> dns.message.Message:
-    response = dns.message.from_wire(wire, keyring=query.keyring, request_mac=query.mac)
-    if not query.is_response(response):
-        raise dns.query.BadResponse("the answer does not match the question")
-    return response
+    log(clock.now(), f"query to {server.name} over {ex.transport} failed: {ex.error} -> {ex.reason}")
 
 
 def _flags(wire: bytes) -> int:
@@ -148,11 +173,13 @@ async def _udp(query: dns.message.Message, server: Resolver, deadline: float,
     return answer
 
 
-def _question_wire(query: dns.message.Message, wire: bytes) -> bytes:
+def _question_wire(query: dns.message.Message, wire: bytes | None = None) -> bytes:
     """The question section as sent: cached on our query templates, else read back from ``wire``."""
     cached = getattr(query, "question_wire", None)
     if cached:
         return cached
+    if wire is None:
+        wire = query.to_wire()
     end = 12
     while wire[end]:
         end += wire[end] + 1

@@ -16,7 +16,22 @@ import dns.exception
 import dns.message
 import dns.name
 
+from exporter.config.probe_policy import ConnectRefused
 from exporter.probers import result as r
+
+
+class ConfigFileUnreadable(OSError):
+    """A file the module names (CA, client certificate or key, password or token file) cannot be used.
+
+    Checked at load; raised when it broke afterwards (deleted, permissions, unmounted). The probe ends
+    with ``config_file_unreadable``, which blames the exporter's setup rather than the target.
+    """
+
+    def __init__(self, file: str, cause: BaseException) -> None:
+        problem = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+        super().__init__(f"cannot read {file}: {problem}")
+        self.file = file
+
 
 # A deadline that expires in a phase means something different per phase: the connection never came
 # up, the TLS handshake never finished, or the peer was too slow to answer.
@@ -47,6 +62,8 @@ def reason_for_exception(exc: BaseException, *, dns_context: bool = False, phase
 
 
 def _reason(exc: BaseException, dns_context: bool, phase: str | None) -> str:
+    if isinstance(exc, ConfigFileUnreadable):  # first: it is an OSError, but not the network's
+        return r.CONFIG_FILE_UNREADABLE
     if isinstance(exc, dns.exception.Timeout | asyncio.TimeoutError | TimeoutError):
         if dns_context:
             return r.DNS_TIMEOUT
@@ -66,6 +83,8 @@ def _reason(exc: BaseException, dns_context: bool, phase: str | None) -> str:
         return _cert_reason(exc)
     if isinstance(exc, ssl.SSLError):
         return r.TLS_HANDSHAKE
+    if isinstance(exc, ConnectRefused):  # before OSError: the /probe policy, not the network, said no
+        return r.POLICY_REFUSED
     if isinstance(exc, ConnectionRefusedError):
         return r.CONN_REFUSED
     if isinstance(exc, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):

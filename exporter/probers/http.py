@@ -47,9 +47,12 @@ from yarl import URL
 
 from exporter import __version__
 from exporter.checks import Check
+from exporter.config.loader import read_bounded
 from exporter.config.model import MAX_BODY_BYTES, MAX_REDIRECTS, HTTPProbe
+from exporter.config.probe_policy import Endpoint, check_hop
 from exporter.probers import clock, tlsutil, twopath
 from exporter.probers import result as r
+from exporter.probers.errors import ConfigFileUnreadable, reason_for_exception
 from exporter.probers.resolve import ip_literal
 from exporter.probers.result import ProbeResult
 from exporter.probers.tcp import (
@@ -64,6 +67,7 @@ USER_AGENT = f"outage-exporter/{__version__}"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CHUNK = 64 * 1024
+_STAGE_REDIRECT = "redirect"  # not a phase: judging a redirect's target under a /probe policy
 MAX_HEADER_LINE = 64 * 1024  # aiohttp's 8 KiB default rejects real sites with long CSP / cookie headers
 
 
@@ -187,14 +191,22 @@ def _basic(username: str, password: str) -> str:
 
 def _secret(path: str) -> str:
     """File contents, trimmed like Prometheus does; re-read only when the file changes."""
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ConfigFileUnreadable(path, exc) from exc
     return _read_secret(path, st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=64)
 def _read_secret(path: str, mtime_ns: int, size: int) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read().strip()
+    try:  # only a regular file, bounded: a FIFO or device must not block or flood the event loop
+        return read_bounded(path, MAX_SECRET_BYTES).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileUnreadable(path, exc) from exc
+
+
+MAX_SECRET_BYTES = 64 * 1024
 
 
 @functools.lru_cache(maxsize=4096)
@@ -309,6 +321,7 @@ class _Run:
                 redirects += 1
                 details[r.D_HTTP_REDIRECTS] = redirects
                 self.attempt.note(f"following redirect {redirects}: {response.status} to {target}")
+                self._admit(target)
                 method, body = _redirect_method(response.status, method, body)
                 url = target
             except BaseException:
@@ -316,6 +329,13 @@ class _Run:
                 raise
             finally:
                 hop.close()
+
+    def _admit(self, url: URL) -> None:
+        """A /probe allow list holds on every hop: judge the redirect's target before looking it up."""
+        self.attempt.begin(_STAGE_REDIRECT, timed=False)
+        port = url.port or _DEFAULT_PORTS[url.scheme]
+        check_hop(Endpoint(_policy_host(url.raw_host or ""), port, str(url.with_user(None))))
+        self.attempt.end()
 
     # -- one exchange --
     async def _exchange(self, hop: _Hop, url: URL, method: str, body: bytes | None) -> aiohttp.ClientResponse:
@@ -426,7 +446,7 @@ class _Run:
                 return f"Bearer {_secret(cfg.bearer_token_file)}"
         except OSError as exc:
             self.attempt.note(f"cannot read credentials: {exc}")
-            raise ProbeFailure(r.CONN_ERROR) from None
+            raise ProbeFailure(reason_for_exception(exc)) from None  # config_file_unreadable
         if url.raw_user:
             return _basic(url.user or "", url.password or "")
         return None
@@ -565,6 +585,11 @@ def _redirect_method(status: int, method: str, body: bytes | None) -> tuple[str,
 
 def _without_password(url: URL) -> URL:
     return url.with_password("<secret>") if url.password else url
+
+
+def _policy_host(host: str) -> str:
+    """The host as the probe policy's patterns see it (as for the target: no brackets or final dot)."""
+    return host.strip("[]").rstrip(".").lower()
 
 
 def _strip_port(host_header: str) -> str:

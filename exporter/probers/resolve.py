@@ -5,6 +5,11 @@ as the same DNS failure reason whichever prober saw it, and the resolve phase is
 Resolvers are asked in order like a stub resolver: an answer (addresses or NXDOMAIN) ends the search;
 SERVFAIL, REFUSED, timeouts and garbage move on to the next resolver, each attempt getting an equal
 share of the time left.
+
+Answers are read by the same parser as the DNS prober's (dnsanswer.parse: garbage is ``dns_malformed``
+on both paths), and only addresses that answer the question are used: class IN, owned by the name or a
+name its CNAME chain reaches. Anything else is ignored as a resolver ignores it, so an answer holding
+only such records is ``dns_no_answer``, as is a CNAME chain that loops or runs too long.
 """
 
 from __future__ import annotations
@@ -16,11 +21,9 @@ from dataclasses import dataclass
 
 import dns.message
 import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
 
 from exporter.config.model import Resolver
-from exporter.probers import clock
+from exporter.probers import clock, dnsanswer
 from exporter.probers import result as r
 from exporter.probers.dnsclient import exchange, rcode_reason
 from exporter.probers.result import ProbeLog
@@ -115,6 +118,9 @@ async def _query(host: str, qtype: str, server: Resolver, deadline: float,
     if reason is not None:
         log(clock.now(), f"{host} {qtype} via {server.name}: {dns.rcode.to_text(rcode)}")
         return [], reason
-    want = dns.rdatatype.from_text(qtype)
-    out = [rd.to_text() for rrset in ex.response.answer if rrset.rdtype == want for rd in rrset]
+    out, looped = dnsanswer.addresses(ex.response, dnsanswer.question_of(ex.query or query))
+    if looped:
+        log(clock.now(), f"{host} {qtype} via {server.name}: the CNAME chain loops or is longer than "
+                         f"{dnsanswer.MAX_CNAME_CHAIN}")
+        return [], r.DNS_NO_ANSWER
     return out, None

@@ -41,15 +41,19 @@ HTTP_BODY_TOO_LARGE = "http_body_too_large"
 HTTP_PROTOCOL = "http_protocol"  # malformed HTTP response
 TCP_EXPECT_MISMATCH = "tcp_expect_mismatch"
 TIMEOUT = "timeout"  # the overall deadline expired in a phase without a more specific reason
+POLICY_REFUSED = "policy_refused"  # /probe only: the probe policy stopped a redirect hop before connecting
 INTERNAL = "internal"  # a bug in the exporter; logged with a traceback
+CONFIG_FILE_UNREADABLE = "config_file_unreadable"  # a file the module names (CA, token) is unreadable: not the target
 
 REASONS: tuple[str, ...] = (
     DNS_NXDOMAIN, DNS_SERVFAIL, DNS_REFUSED, DNS_TIMEOUT, DNS_NO_ANSWER, DNS_RCODE, DNS_ANSWER_MISMATCH,
     DNS_MALFORMED, DNS_NOT_AUTHORITATIVE, DNS_UNREACHABLE, CONN_REFUSED, CONN_TIMEOUT, CONN_RESET, CONN_ERROR,
     TLS_HANDSHAKE, TLS_CERT_INVALID, TLS_CERT_EXPIRED, TLS_REQUIRED, HTTP_STATUS, HTTP_VERSION, HTTP_BODY_MISMATCH,
     HTTP_HEADER_MISMATCH, HTTP_TOO_MANY_REDIRECTS, HTTP_BODY_TOO_LARGE, HTTP_PROTOCOL, TCP_EXPECT_MISMATCH,
-    TIMEOUT, INTERNAL,
+    TIMEOUT, POLICY_REFUSED, CONFIG_FILE_UNREADABLE, INTERNAL,
 )
+PROBER_SIDE_REASONS: frozenset[str] = frozenset({CONFIG_FILE_UNREADABLE})
+"""Failures that say nothing about the target: inconclusive, never counted as the target's failures."""
 
 # --- Detail keys a prober may set. Exposition maps each to a metric (docs/metrics.md). -------------------
 # Common

@@ -23,7 +23,7 @@ from exporter.config.model import QueryResponse, Resolver, TCPProbe, TLSConfig
 from exporter.config.probe_policy import check_connect
 from exporter.probers import clock, tlsutil
 from exporter.probers import result as r
-from exporter.probers.errors import reason_for_exception
+from exporter.probers.errors import ConfigFileUnreadable, reason_for_exception
 from exporter.probers.resolve import Resolution, family_of, ip_literal, resolve
 from exporter.probers.result import ProbeLog, ProbeResult, finish
 
@@ -195,7 +195,8 @@ def tls_context(attempt: Attempt, cfg: TLSConfig, *, alpn: tuple[str, ...] = ())
         return tlsutil.client_context(cfg, alpn=alpn)
     except (OSError, ssl.SSLError, ValueError, KeyError) as exc:
         attempt.note(f"cannot load tls_config: {type(exc).__name__}: {exc}")
-        raise ProbeFailure(r.TLS_HANDSHAKE) from exc
+        reason = reason_for_exception(exc) if isinstance(exc, ConfigFileUnreadable) else r.TLS_HANDSHAKE
+        raise ProbeFailure(reason) from exc
 
 
 def handshake_timeout(deadline: float, loop: asyncio.AbstractEventLoop) -> float:

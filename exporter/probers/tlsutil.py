@@ -16,9 +16,12 @@ import functools
 import os
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from exporter.config.loader import check_readable
 from exporter.config.model import TLSConfig
+from exporter.probers.errors import ConfigFileUnreadable
 
 _MIN_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -58,16 +61,28 @@ def _build(cfg: TLSConfig, alpn: tuple[str, ...], ca: FileStamp, cert: FileStamp
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     elif cfg.ca_file:
-        ctx.load_verify_locations(cafile=cfg.ca_file)  # like blackbox: ca_file replaces the system roots
+        ca_file = cfg.ca_file  # like blackbox: ca_file replaces the system roots
+        _load(ca_file, lambda: ctx.load_verify_locations(cafile=ca_file))
     else:
         ctx.load_default_certs()
     if cfg.cert_file:
-        ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+        _load(cfg.key_file or cfg.cert_file, lambda: check_readable(cfg.key_file or cfg.cert_file or ""))
+        _load(cfg.cert_file, lambda: ctx.load_cert_chain(cfg.cert_file or "", cfg.key_file))
     if cfg.min_version:
         ctx.minimum_version = _MIN_VERSIONS[cfg.min_version]
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
     return ctx
+
+
+def _load(file: str, load: Callable[[], object]) -> None:
+    """Run ``load`` (which reads ``file``); a file that is gone, unreadable, not a regular file or not
+    loadable raises ConfigFileUnreadable. Only regular files are opened: a FIFO would block the loop."""
+    try:
+        check_readable(file)
+        load()
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigFileUnreadable(file, exc) from exc
 
 
 def server_name(cfg: TLSConfig, *candidates: str | None) -> str | None:

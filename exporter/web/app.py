@@ -15,7 +15,7 @@ from exporter.exposition import render_metrics_chunks_async
 from exporter.exposition.probe import render_probe_result
 from exporter.logs import mask_secrets
 from exporter.runtime import Runtime
-from exporter.web import landing, probeguard
+from exporter.web import landing, probeguard, probeparams
 from exporter.web.ratelimit import TokenBuckets
 from exporter.web.webconfig import WebSecurity
 
@@ -112,12 +112,16 @@ async def config_page(request: web.Request) -> web.Response:
 def _refuse(request: web.Request, status: int, reason: str, message: str, *,
             headers: dict[str, str] | None = None, quiet: bool = False) -> web.Response:
     """A refused /probe request: counted by reason, logged (``quiet``: at debug level), explained."""
+    _count_refusal(request, reason, message, quiet=quiet)
+    return web.Response(status=status, text=f"Probe refused: {message}\n", headers=headers)
+
+
+def _count_refusal(request: web.Request, reason: str, message: str, *, quiet: bool = False) -> None:
     rt = request.app[RUNTIME]
     rt.self_metrics.probe_refused(reason)
     fields = {"reason": reason, "client": request.remote or "", "module": request.query.get("module", ""),
               "target": mask_secrets(request.query.get("target", "")), "detail": message}
     log.log(logging.DEBUG if quiet else logging.WARNING, "probe request refused", extra={"fields": fields})
-    return web.Response(status=status, text=f"Probe refused: {message}\n", headers=headers)
 
 
 def _gate(request: web.Request, config: Config) -> web.Response | None:
@@ -154,6 +158,9 @@ async def _probe(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     q = request.query
+    problem = probeparams.query_problem(q)
+    if problem is not None:
+        return web.Response(status=400, text=f"Invalid request: {problem}\n")
     module_name = q.get("module", "http_2xx")
     module = config.modules.get(module_name)
     if module is None:
@@ -175,6 +182,9 @@ async def _probe(request: web.Request) -> web.Response:
         check = rt.adhoc_check(module, target, region=region, timeout=timeout, hostname=hostname)
     except ValueError as exc:
         return web.Response(status=400, text=f"Invalid target \"{mask_secrets(target)}\": {exc}\n")
+    problem = probeparams.target_problem(check)
+    if problem is not None:
+        return web.Response(status=400, text=f"Invalid target \"{mask_secrets(target)}\": {problem}\n")
     guard = probeguard.pre_check(config.probe, module_name, check)
     if isinstance(guard, probeguard.Refusal):
         return _refuse(request, 403, guard.reason, guard.message)
@@ -185,7 +195,9 @@ async def _probe(request: web.Request) -> web.Response:
     finally:
         CONNECT_GUARD.reset(token)
     refused = probeguard.during_check(guard) or probeguard.post_check(guard, result)
-    if refused is not None:
+    if refused is not None and refused.on_redirect:  # the target was probed: report its failure
+        _count_refusal(request, refused.reason, refused.message)
+    elif refused is not None:
         return _refuse(request, 403, refused.reason, refused.message)
     rt.self_metrics.probe_endpoint_request(module_name)
     body = render_probe_result(result, module.prober)

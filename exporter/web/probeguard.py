@@ -9,7 +9,10 @@ Three checkpoints:
    and TCP probers check each address right before connecting, after their own lookup and on every
    redirect hop, so a name that resolves to a metadata address, a DNS answer that changed (rebinding) or
    a redirect to a link-local address is stopped before any packet is sent. A module allowed only through
-   an address pattern (``10.0.0.0/8``) has each connected address checked against those networks.
+   an address pattern (``10.0.0.0/8``) has each connected address checked against those networks. Each
+   redirect hop is matched against the allow list too, before its name is looked up; a refusal there
+   ends the probe as a failure (reason ``policy_refused``) instead of refusing the request, since the
+   target itself was allowed and probed.
 3. After the probe, on the address it used (``details["address"]``): DNS probes of a server given by name
    are judged here, since the DNS prober is not guarded; the query has then been sent, but the result is
    withheld, so the caller learns nothing from it.
@@ -23,11 +26,13 @@ from yarl import URL
 
 from exporter.checks import Check
 from exporter.config.probe_policy import (
+    NOT_ADMITTED,
     REFUSED_BLOCKED_ADDRESS,
     REFUSED_NOT_ALLOWED,
     ConnectGuard,
     Endpoint,
     ProbePolicy,
+    admit,
     parse_ip,
 )
 from exporter.logs import mask_secrets
@@ -42,6 +47,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 class Refusal:
     reason: str  # label value of outage_exporter_probe_requests_refused_total
     message: str  # response body and log text; never carries credentials
+    on_redirect: bool = False  # made on a redirect hop: counted and logged, the probe reports a failure
 
 
 def endpoint_of(check: Check) -> Endpoint | None:
@@ -82,11 +88,9 @@ def pre_check(policy: ProbePolicy, module: str, check: Check) -> Refusal | Conne
         if why is not None:
             return Refusal(REFUSED_BLOCKED_ADDRESS, f"{literal} is a {why}; refused unless "
                                                     f"probe.{_switch(why)} is true")
-    if patterns is None or any(p.matches(endpoint) for p in patterns if not p.needs_addresses):
-        return ConnectGuard(policy, port=endpoint.port)
-    networks = tuple(p for p in patterns if p.needs_addresses)
-    if networks and (literal is None or any(p.matches(endpoint) for p in networks)):
-        return ConnectGuard(policy, networks=networks, port=endpoint.port)  # names: judged at connect time
+    admitted = admit(patterns, endpoint)
+    if admitted is not NOT_ADMITTED:  # networks (if any) are judged at connect time, on every hop
+        return ConnectGuard(policy, networks=admitted, port=endpoint.port, patterns=patterns)
     return Refusal(REFUSED_NOT_ALLOWED, f'target "{mask_secrets(endpoint.target)}" is not in the allow list of '
                                         f'module "{module}" (probe.allow)')
 
@@ -95,6 +99,8 @@ def during_check(guard: ConnectGuard) -> Refusal | None:
     """The refusal the guard made while the probe ran, if it made one."""
     if guard.refused is None or guard.refused_reason is None:
         return None
+    if guard.redirected:
+        return Refusal(guard.refused_reason, f"a redirect was not followed: {guard.refused}", on_redirect=True)
     return Refusal(guard.refused_reason, f"the probe was stopped before connecting: {guard.refused}")
 
 

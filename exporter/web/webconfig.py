@@ -105,6 +105,8 @@ _HEADERS: dict[str, tuple[str, ...] | None] = {
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
 
 
+MAX_WEB_CONFIG_BYTES = 1 << 20  # a web config is a few lines; anything this large is a mistake
+
 @dataclass(frozen=True, slots=True)
 class TLSServerConfig:
     cert_file: str
@@ -131,9 +133,8 @@ class WebConfig:
 def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     """Read and validate a web config file (the TLS files are loaded too); raises ConfigError."""
     source = os.fspath(path)
-    try:
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
+    try:  # a regular file of bounded size only: a FIFO or /dev/zero here must not hang or exhaust anything
+        text = L.read_bounded(source, MAX_WEB_CONFIG_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError("", f"cannot read web config file {source}: {getattr(e, 'strerror', None) or e}") from None
     doc = L._parse_yaml(text, source)
@@ -180,8 +181,7 @@ def _client_auth_type(v: Any, p: str) -> str:
 def _readable_file(v: Any, p: str) -> str:
     s = L._nonempty(v, p)
     try:
-        with open(s, "rb"):
-            pass
+        L.check_readable(s)
     except OSError as e:
         raise ConfigError(p, f"cannot read {s}: {e.strerror or e}") from None
     return s

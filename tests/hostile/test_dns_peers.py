@@ -17,15 +17,19 @@ from dataclasses import dataclass, field
 
 import dns.flags
 import dns.message
+import dns.rcode
 import dns.rrset
 import pytest
 
 from exporter.checks import Check
 from exporter.config.model import DNSProbe, Module, Resolver
+from exporter.probers import clock, udpmux
 from exporter.probers import dns as dns_prober
 from exporter.probers import result as r
-from exporter.probers import udpmux
+from exporter.probers.resolve import resolve
+from exporter.probers.result import ProbeLog
 from tests.hostile.support import probe_hostile
+from tests.servers.dns import pointer_loop
 
 STALL = 0.6  # deadline for peers that never give a usable answer: the probe must end right then
 FAST = 3.0  # deadline for peers the prober should see through quickly
@@ -106,6 +110,40 @@ async def not_dns(query, wire, send) -> None:
 async def corrupt_body(query, wire, send) -> None:
     good = answer(query).to_wire()
     send(good[:12] + good[12:-3])  # right header and question, the answer record cut short
+
+
+async def class_hs(query, wire, send) -> None:
+    resp = answer(query, records=0)
+    resp.answer.append(dns.rrset.from_text(query.question[0].name, 300, "HS", "A", r"\# 4 7f000001"))
+    send(resp.to_wire())
+
+
+async def other_owner(query, wire, send) -> None:
+    resp = answer(query, records=0)
+    resp.answer.append(dns.rrset.from_text("elsewhere.test.", 300, "IN", "A", "127.0.0.1"))
+    send(resp.to_wire())
+
+
+async def cname_loop(query, wire, send) -> None:
+    resp = answer(query, records=0)
+    name = query.question[0].name
+    resp.answer.append(dns.rrset.from_text(name, 300, "IN", "CNAME", "loop.test."))
+    resp.answer.append(dns.rrset.from_text("loop.test.", 300, "IN", "CNAME", name.to_text()))
+    send(resp.to_wire())
+
+
+async def compression_loop(query, wire, send) -> None:
+    send(pointer_loop(query))
+
+
+async def edns_formerr(query, wire, send) -> None:
+    if query.edns < 0:
+        send(answer(query).to_wire())
+        return
+    resp = dns.message.make_response(query)
+    resp.use_edns(False)
+    resp.set_rcode(dns.rcode.FORMERR)
+    send(resp.to_wire())
 
 
 async def flood(query, wire, send) -> None:
@@ -278,6 +316,7 @@ class Case:
     tcp: TCPHandler | None = None
     transport: str = "udp"
     memory: bool = False
+    answers: int = 1  # dns_answer_rrs on success
 
 
 CASES = {
@@ -297,6 +336,11 @@ CASES = {
                                                 memory=True),
     "TCP accepts, never answers": Case(never, r.DNS_TIMEOUT, stalls=True, tcp=tcp_silent, transport="tcp"),
     "TCP drips bytes": Case(never, r.DNS_TIMEOUT, stalls=True, tcp=tcp_drip, transport="tcp"),
+    "A record of class HS": Case(class_hs, None, stalls=False, answers=0),
+    "A record for another name": Case(other_owner, None, stalls=False, answers=0),
+    "CNAME loop": Case(cname_loop, None, stalls=False, answers=2),
+    "compression pointer loop": Case(compression_loop, r.DNS_MALFORMED, stalls=False),
+    "FORMERR to EDNS": Case(edns_formerr, None, stalls=False),
 }
 
 
@@ -317,8 +361,34 @@ async def test_hostile_dns_peer(case: Case) -> None:
     if case.memory:
         assert out.peak_bytes < SMALL_PEAK, f"peak {out.peak_bytes} bytes"
     if case.reason is None:
-        assert out.result.details[r.D_DNS_ANSWER_RRS] == (HUGE_RECORDS if case.tcp is tcp_huge_answer else 1)
+        assert out.result.details[r.D_DNS_ANSWER_RRS] == (HUGE_RECORDS if case.tcp is tcp_huge_answer else case.answers)
     print(f"| {case.behaviour.__name__} | {out.reason or 'success'} | {out.elapsed:.3f} s |")
+
+
+RESOLVED = {  # the same peers as the HTTP/TCP probers' resolver: (reason, addresses)
+    "A record of class HS": (class_hs, r.DNS_NO_ANSWER, ()),
+    "A record for another name": (other_owner, r.DNS_NO_ANSWER, ()),
+    "CNAME loop": (cname_loop, r.DNS_NO_ANSWER, ()),
+    "compression pointer loop": (compression_loop, r.DNS_MALFORMED, ()),
+    "FORMERR to EDNS": (edns_formerr, None, ("127.0.0.1",)),
+}
+
+
+@pytest.mark.parametrize(("behaviour", "reason", "addresses"), RESOLVED.values(), ids=list(RESOLVED))
+async def test_hostile_peer_as_a_resolver(behaviour: Behaviour, reason: str | None, addresses: tuple[str, ...]) -> None:
+    """Name resolution reads these answers as the DNS prober does, and ends quickly with a bounded reason."""
+    peer = await start_peer(behaviour)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        res = await resolve("www.test", [peer.server], fallback=False, deadline=started + FAST,
+                            log=ProbeLog(clock.now()))
+    finally:
+        await peer.stop()
+    elapsed = loop.time() - started
+    assert (res.reason, res.addresses) == (reason, addresses)
+    assert elapsed < QUICK, f"took {elapsed:.2f}s"
+    print(f"| resolve {behaviour.__name__} | {res.reason or 'success'} | {elapsed:.3f} s |")
 
 
 async def test_icmp_port_unreachable_fails_only_its_own_query() -> None:

@@ -7,7 +7,13 @@
 Modes: nxdomain, servfail, refused, rcode:<NAME> (any rcode, e.g. rcode:NOTIMP), drop (black hole: no
 answer), delay:<seconds>, truncate (TC=1 over UDP, full answer over TCP), noaa (answer without the AA
 flag), malformed (garbage bytes), mismatch (an answer to a different question), upcase (the question
-echoed in upper case, as a server doing 0x20 case games might).
+echoed in upper case, as a server doing 0x20 case games might), noedns or noedns:<RCODE> (FORMERR, or
+the rcode given, to any query carrying EDNS; a normal answer without it, like a server with a broken EDNS
+implementation), hs (the records in class HS instead of IN), offname (the records owned by another name),
+ptrloop (one answer record whose owner name is a compression pointer to itself).
+
+A name with a CNAME record answers other types with the CNAME chain (in-zone, loops included once) and
+the records of the type asked at its end, as an authoritative server does.
 
 Like a real authoritative server it answers ANY with every RRset of the name and adds glue addresses
 to the additional section of NS answers. ``ttls`` overrides the TTL per name and type. Every query is
@@ -23,6 +29,7 @@ import ssl
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
@@ -56,6 +63,12 @@ class ZoneHandler:
             delay, mode = float(mode.split(":", 1)[1]), None
         if mode == "drop":
             return Answer(message=None)
+        if mode and mode.startswith("noedns"):
+            if query.edns >= 0:
+                return Answer(message=_edns_refusal(query, mode), delay=delay)
+            mode = None
+        if mode == "ptrloop":
+            return Answer(wire=pointer_loop(query))
         if mode == "malformed":
             return Answer(wire=b"\x00\x01garbage")
         if mode in _RCODE_MODES or (mode or "").startswith("rcode:"):
@@ -66,6 +79,8 @@ class ZoneHandler:
         if mode == "upcase":
             upper = dns.name.from_text(q.name.to_text().upper())
             resp.question = [dns.rrset.RRset(upper, q.rdclass, q.rdtype)]
+        if mode in ("hs", "offname"):
+            resp.answer = [_moved(rrset, mode) for rrset in resp.answer]
         return Answer(message=resp, delay=delay, truncate_udp=(mode == "truncate" and transport == "udp"))
 
     def _error(self, query: dns.message.Message, mode: str) -> dns.message.Message:
@@ -82,16 +97,28 @@ class ZoneHandler:
             resp.set_rcode(dns.rcode.NXDOMAIN)
             resp.authority.append(self._soa_rrset())
             return resp
-        types = self.records[q.name]
+        name = self._chase(resp, q.name, q.rdtype)
+        types = self.records.get(name, {})
         wanted = list(types) if q.rdtype == dns.rdatatype.ANY else [dns.rdatatype.to_text(q.rdtype)]
         for rtype in wanted:
             if types.get(rtype):
-                resp.answer.append(self._rrset(q.name, rtype, types[rtype]))
+                resp.answer.append(self._rrset(name, rtype, types[rtype]))
         if not resp.answer:
             resp.authority.append(self._soa_rrset())  # NODATA
         elif "NS" in wanted and types.get("NS"):
             self._add_glue(resp, types["NS"])
         return resp
+
+    def _chase(self, resp: dns.message.Message, name: dns.name.Name, rdtype: int) -> dns.name.Name:
+        """Add the CNAME chain from ``name`` (each link once) to the answer; returns the name it ends at."""
+        if rdtype in (dns.rdatatype.CNAME, dns.rdatatype.ANY):
+            return name
+        seen = set()
+        while name not in seen and self.records.get(name, {}).get("CNAME"):
+            seen.add(name)
+            resp.answer.append(self._rrset(name, "CNAME", self.records[name]["CNAME"][:1]))
+            name = dns.name.from_text(self.records[name]["CNAME"][0])
+        return name
 
     def _rrset(self, name: dns.name.Name, rtype: str, values: list[str]) -> dns.rrset.RRset:
         ttl = self.ttls.get(name, {}).get(rtype, self.ttl)
@@ -107,6 +134,38 @@ class ZoneHandler:
 
     def _soa_rrset(self) -> dns.rrset.RRset:
         return dns.rrset.from_text("test.", self.ttl, "IN", "SOA", self.soa)
+
+
+def _edns_refusal(query: dns.message.Message, mode: str) -> dns.message.Message:
+    """What a server with broken EDNS says to a query with OPT: FORMERR without OPT, or the rcode asked."""
+    rcode = dns.rcode.from_text(mode.split(":", 1)[1]) if ":" in mode else dns.rcode.FORMERR
+    resp = reply(query, aa=False)
+    if rcode < 16:
+        resp.use_edns(False)
+    resp.set_rcode(rcode)
+    return resp
+
+
+def _moved(rrset: dns.rrset.RRset, mode: str) -> dns.rrset.RRset:
+    """``rrset`` in class HS (rdata kept as generic bytes), or owned by another name."""
+    if mode == "offname":
+        return dns.rrset.from_rdata_list(dns.name.from_text("elsewhere.test."), rrset.ttl, list(rrset))
+    moved = dns.rrset.RRset(rrset.name, dns.rdataclass.HS, rrset.rdtype)
+    for rdata in rrset:
+        wire = rdata.to_wire()
+        moved.add(dns.rdata.from_text(dns.rdataclass.HS, rrset.rdtype, f"\\# {len(wire)} {wire.hex()}"), rrset.ttl)
+    return moved
+
+
+def pointer_loop(query: dns.message.Message) -> bytes:
+    """An answer with one A record whose owner name is a compression pointer to itself."""
+    resp = reply(query)
+    resp.use_edns(False)
+    wire = bytearray(resp.to_wire())
+    wire[6:8] = b"\x00\x01"
+    here = len(wire)
+    wire += bytes([0xC0 | here >> 8, here & 0xFF]) + bytes.fromhex("0001000100000e1000047f000001")
+    return bytes(wire)
 
 
 async def start_dns(records: Records, modes: dict[str, str] | None = None, host: str = "127.0.0.1",
