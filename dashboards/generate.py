@@ -52,6 +52,14 @@ UP_DOWN_MAPPINGS = [{"type": "value", "options": {
     "0": {"text": "down", "color": "red", "index": 0},
     "1": {"text": "up", "color": "green", "index": 1},
 }}, {"type": "special", "options": {"match": "null", "result": {"text": "no data", "color": "gray", "index": 2}}}]
+ROUTE_MAPPINGS = [{"type": "value", "options": {
+    "0": {"text": "routed", "color": "green", "index": 0},
+    "1": {"text": "withdrawn", "color": "red", "index": 1},
+}}, {"type": "special", "options": {"match": "null", "result": {"text": "no data", "color": "gray", "index": 2}}}]
+FEED_MAPPINGS = [{"type": "value", "options": {
+    "0": {"text": "inconclusive", "color": "purple", "index": 0},
+    "1": {"text": "conclusive", "color": "green", "index": 1},
+}}, {"type": "special", "options": {"match": "null", "result": {"text": "off", "color": "gray", "index": 2}}}]
 RCODE_MAPPINGS = [{"type": "value", "options": {
     "0": {"text": "NOERROR", "color": "green", "index": 0},
     "1": {"text": "FORMERR", "color": "orange", "index": 1},
@@ -174,6 +182,36 @@ def overview() -> list[Panel | Row]:
               extra={"options": {"viewMode": "list", "groupMode": "default", "maxItems": 50,
                                  "sortOrder": 1, "stateFilter": {"firing": True, "pending": True},
                                  "alertInstanceLabelFilter": "", "datasource": ALERTMANAGER_UID}}),
+        *routing_and_declared(),
+    ]
+
+
+def routing_and_declared() -> list[Panel | Row]:
+    """BGP visibility of the providers' prefixes, and what their status pages declare next to what the
+    probes measure (docs/alerts.md, "Routing and declared status")."""
+    prov = 'provider=~"$provider"'
+    return [
+        Row("Routing (BGP) and declared status"),
+        status("Prefixes", "Per watched prefix: withdrawn when most route-collector peers that saw it "
+               "withdrew it (with a conclusive feed). Prefixes hold the providers' nameservers or edges.",
+               f"max by (prefix, provider, role) (outage_routing_prefix_lost{{{prov}}})",
+               "{{provider}} {{role}} {{prefix}}", ROUTE_MAPPINGS, w=18, h=6),
+        Panel("Routing feed", "Conclusive while the feed is connected, synced and heard from; otherwise "
+              "the routing signal decides nothing.", "stat", "none",
+              [Target("min(outage_routing_feed_conclusive)", instant=True)], w=6, h=6, mappings=FEED_MAPPINGS),
+        ts("Collector peers seeing each prefix", "Peers whose latest message announced the prefix (dashed: "
+           "peers that saw it).", "none",
+           Target(f"max by (prefix, provider) (outage_routing_prefix_peers{{{prov}}})", "{{provider}} {{prefix}}"),
+           Target(f"max by (prefix, provider) (outage_routing_prefix_peers_max{{{prov}}})",
+                  "{{provider}} {{prefix}} saw")),
+        Panel("Declared vs measured", "What each provider's status page declares (indicator; no row when "
+              "the page never answered), whether it answers now, and how many of its services the probes "
+              "find down.", "table", "none",
+              [Target(f"max by (provider, indicator) (outage_statuspage_indicator{{{prov}}} == 1)",
+                      instant=True, fmt="table"),
+               Target(f"max by (provider) (outage_statuspage_up{{{prov}}})", instant=True, fmt="table"),
+               Target(f"provider:outage_services_down:count{{{prov}}}", instant=True, fmt="table")],
+              extra={"transformations": [{"id": "merge", "options": {}}]}),
     ]
 
 

@@ -3,6 +3,7 @@
     outage-exporter [--config.file F] [--web.listen-address ADDR] [--region R] [--log.level L]
                     [--log.format logfmt|json] [--config.check] [--shard I/N] [--region.omit-label]
     outage-exporter probe --module M --target T [--region R] [--hostname H] [--config.file F]
+                          [--query-name NAME] [--query-type TYPE]
     outage-exporter demo [--scenario NAME] [--speed X] [--web.listen-address ADDR] [--list] [--backend sim|real]
 """
 
@@ -38,9 +39,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log.format", dest="log_format", choices=("logfmt", "json"), default="logfmt")
 
 
+SUBCOMMANDS_HELP = """subcommands (each has its own --help):
+  probe   run one probe now and print the verdict, its phases and its log:
+            outage-exporter probe --module http_2xx --target https://example.com/
+  demo    replay an outage against a simulated internet on loopback, with a landing page:
+            outage-exporter demo [--scenario facebook-2021-10-04] [--with-stack]
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="outage-exporter", description="Probe services per region over DNS, "
-                                "HTTP and TCP and export the results to Prometheus.")
+                                "HTTP and TCP and export the results to Prometheus.",
+                                usage="%(prog)s [options]\n       %(prog)s {probe,demo} [options]",
+                                epilog=SUBCOMMANDS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"outage-exporter {__version__}")
     p.add_argument("--config.file", dest="config_file", default=None,
                    help="YAML config (blackbox.yml modules + regions + services). Default: the embedded "
@@ -95,6 +106,10 @@ def build_probe_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", default=None)
     p.add_argument("--hostname", default=None, help="Host header and TLS SNI override")
     p.add_argument("--timeout", type=float, default=None, help="seconds (default: module / config timeout)")
+    p.add_argument("--query-name", dest="query_name", default=None,
+                   help="dns modules: the name to ask for (required when the module has no dns.query_name)")
+    p.add_argument("--query-type", dest="query_type", default=None,
+                   help="dns modules: the record type to ask for (default: the module's, else ANY)")
     p.add_argument("--config.file", dest="config_file", default=None)
     _common(p)
     return p
@@ -270,8 +285,13 @@ async def _probe_once(ns: argparse.Namespace) -> int:
     if module is None:
         known = ", ".join(sorted(rt.config.modules))
         return _usage_error(f"unknown module {ns.module!r} (known: {known})")
+    try:
+        module = with_query(module, ns.query_name, ns.query_type)
+    except ValueError as exc:
+        return _usage_error(str(exc))
     if module.prober == "dns" and not module.dns.query_name:
-        return _usage_error(f"module {ns.module!r} has no dns.query_name; set one to probe with it")
+        return _usage_error(f"module {ns.module!r} has no dns.query_name; pass --query-name NAME "
+                            "(and --query-type TYPE) or set one in the module")
     try:
         region = rt.region_named(ns.region)
     except KeyError:
@@ -287,6 +307,28 @@ async def _probe_once(ns: argparse.Namespace) -> int:
         await http.close()
     print(format_verdict(check, result))
     return 0 if result.success else 1
+
+
+def with_query(module, query_name: str | None, query_type: str | None):
+    """``module`` asking for this name and type instead of its own; ValueError names the bad option."""
+    from dataclasses import replace
+
+    import dns.rdatatype
+
+    from exporter.config.loader import _dns_enum, _dns_name
+
+    if query_name is None and query_type is None:
+        return module
+    if module.prober != "dns":
+        raise ValueError(f"--query-name and --query-type apply to dns modules; {module.name!r} is "
+                         f"{module.prober}")
+    try:
+        name = _dns_name(query_name, "--query-name") if query_name is not None else module.dns.query_name
+        rtype = (_dns_enum(dns.rdatatype, "query type")(query_type, "--query-type") if query_type is not None
+                 else module.dns.query_type)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return replace(module, dns=replace(module.dns, query_name=name, query_type=rtype))
 
 
 def _usage_error(message: str) -> int:

@@ -36,9 +36,14 @@ def _logfmt_value(v: object) -> str:
     return s
 
 
+def timestamp(record: logging.LogRecord) -> str:
+    """RFC 3339 UTC with milliseconds: one spelling in both formats, so lines compare across them."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        ts = timestamp(record)
         level = "warn" if record.levelno == logging.WARNING else record.levelname.lower()
         message = mask_secrets(record.getMessage())
         parts = [f"ts={ts}", f"level={level}", f"logger={record.name}", f"msg={_logfmt_value(message)}"]
@@ -52,7 +57,7 @@ class LogfmtFormatter(logging.Formatter):
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         level = "warn" if record.levelno == logging.WARNING else record.levelname.lower()
-        doc = {"ts": record.created, "level": level, "logger": record.name,
+        doc = {"ts": timestamp(record), "level": level, "logger": record.name,
                "msg": mask_secrets(record.getMessage())}
         doc.update(_fields(record))
         if record.exc_info:

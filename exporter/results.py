@@ -16,6 +16,7 @@ the prober's own outage; it is counted in ``inconclusive_total`` instead.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from bisect import bisect_left
 from collections import deque
@@ -25,7 +26,7 @@ from typing import NamedTuple
 
 from exporter.checks import Check
 from exporter.config.model import VantagePolicy
-from exporter.probers.result import INTERNAL, PROBER_SIDE_REASONS, ProbeResult
+from exporter.probers.result import D_DNS_RCODE, D_HTTP_STATUS, INTERNAL, PROBER_SIDE_REASONS, ProbeResult
 from exporter.vantage import Verdict, judge
 
 # Upper bounds (seconds) of the probe latency histogram; a final +Inf bucket is implicit.
@@ -36,6 +37,8 @@ _DEFAULT_RATIO = VantagePolicy().min_healthy_ratio
 _NO_LATENCIES = (0,) * (len(LATENCY_BUCKETS) + 1)
 RECENT_PROBES = 200
 RECENT_FAILURES = 100
+WINDOW_SECONDS = 30.0  # the recording rules' window (alerts/rules/recording.yml): exporter.state judges over it
+MAX_WINDOW_SAMPLES = 32  # per-check ring bound, whatever the interval
 log = logging.getLogger("exporter.vantage")
 
 
@@ -64,11 +67,37 @@ class Histogram:
         return list(accumulate(self.counts))
 
 
+class Sample(NamedTuple):
+    """One run, reduced to what exporter.state needs to judge a window like the recording rules do."""
+
+    t: float  # unix time the run finished
+    success: bool
+    inconclusive: bool
+    reason: str | None
+    http_status: int  # -1 when the result has none
+    rcode: int  # -1 when no DNS answer arrived
+    answering: int  # authoritative checks: nameserver addresses answering; -1 otherwise
+    nameservers: int  # authoritative checks: nameserver addresses probed; -1 otherwise
+
+
+def sample_of(result: ProbeResult, inconclusive: bool) -> Sample:
+    details, zone = result.details, result.zone
+    status, rcode = details.get(D_HTTP_STATUS, -1), details.get(D_DNS_RCODE, -1)
+    return Sample(result.finished_at or time.time(), result.success, inconclusive, result.reason,
+                  status if isinstance(status, int) else -1, rcode if isinstance(rcode, int) else -1,
+                  zone.answering if zone is not None else -1, zone.addresses if zone is not None else -1)
+
+
+def window_samples(interval: float) -> int:
+    """Ring size covering the window plus the run in effect when it began, for a check run every ``interval``."""
+    return max(3, min(MAX_WINDOW_SAMPLES, math.ceil(WINDOW_SECONDS / max(interval, 0.001)) + 2))
+
+
 class CheckState:
     """Everything exported for one scheduled check. Counters start at zero and survive reloads."""
 
     __slots__ = ("check", "last", "runs", "failures", "buckets", "latency_sum", "last_run", "inconclusive",
-                 "inconclusive_total")
+                 "inconclusive_total", "window")
 
     def __init__(self, check: Check) -> None:
         self.check = check
@@ -80,6 +109,7 @@ class CheckState:
         self.last_run = 0.0  # unix time the latest run finished; 0 until the first run
         self.inconclusive = False  # the latest result failed while the region's vantage was unhealthy
         self.inconclusive_total = 0  # failed runs not counted as failures for that reason
+        self.window: deque[Sample] | None = None  # the latest runs, enough to cover WINDOW_SECONDS
 
     def cumulative_buckets(self) -> list[int]:
         """Latency counts per ``le`` bound of LATENCY_BUCKETS, then +Inf (== runs)."""
@@ -169,6 +199,10 @@ class ResultStore:
         buckets[bisect_left(LATENCY_BUCKETS, duration)] += 1
         state.latency_sum += duration
         state.last_run = result.finished_at or time.time()
+        window = state.window
+        if window is None or window.maxlen != window_samples(current.interval):
+            window = state.window = deque(window or (), maxlen=window_samples(current.interval))
+        window.append(sample_of(result, state.inconclusive))
         entry = RecentProbe(state.check, result)
         self._recent.append(entry)
         if not result.success:

@@ -20,6 +20,7 @@ from exporter.config.model import Config, Module, Region
 from exporter.exposition.self_metrics import SelfMetrics
 from exporter.looplag import LoopLagMonitor
 from exporter.results import ResultStore
+from exporter.routing.signals import Signals
 from exporter.scheduler import Scheduler
 
 log = logging.getLogger("exporter.runtime")
@@ -53,12 +54,14 @@ class Runtime:
     self_metrics: SelfMetrics = field(default_factory=SelfMetrics)
     scheduler: Scheduler | None = None
     looplag: LoopLagMonitor | None = None
+    signals: Signals = field(default_factory=Signals)  # routing feed and status pages (exporter/routing)
     ready: bool = False
     banner: Callable[[], dict[str, str]] | None = None  # extra facts for the landing page (the demo)
     reload_hooks: list[Callable[[], object]] = field(default_factory=list)  # also run on every reload (web config)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _files: tuple[ReferencedFile, ...] = ()  # files the current config names
     _files_task: asyncio.Task | None = None
+    _probing: bool = False  # holds the loop's shared probe resources (probers.shared) until stop()
 
     def load(self) -> Config:
         """Load and validate the config file; raises ConfigError naming the YAML path."""
@@ -81,7 +84,7 @@ class Runtime:
             return checks_mod.without_region_label(checks) if self.omit_region_label else checks
 
     async def start(self) -> None:
-        from exporter.probers import PROBERS  # imported here: --config.check needs none of the probers
+        from exporter.probers import PROBERS, shared  # imported here: --config.check needs none of the probers
 
         config = self.load()
         self.config = config
@@ -92,7 +95,11 @@ class Runtime:
         self.self_metrics.scheduler = self.scheduler
         self.self_metrics.looplag = self.looplag
         self._export_shard()
+        shared.acquire()
+        self._probing = True
         await self.scheduler.start(self.checks)
+        self.signals.register(self.self_metrics.registry)
+        await self.signals.apply(config, self.store)
         self._files = referenced_files(config)
         await self.check_config_files()
         self._files_task = asyncio.create_task(self._recheck_config_files(), name="config-files")
@@ -136,17 +143,26 @@ class Runtime:
                           extra={"fields": {"err": message}})
                 return False, message
             if self.config is not None and config.checksum == self.config.checksum:
-                self.self_metrics.reload_succeeded()
+                self._reload_succeeded()
                 return True, "config unchanged"
             new_checks = await asyncio.to_thread(self.expand_checks, config)
             assert self.scheduler is not None
             await self.scheduler.reload(new_checks)
             self.config, self.checks = config, new_checks
+            await self.signals.apply(config, self.store)
             self._files = referenced_files(config)
             await self.check_config_files()
-            self.self_metrics.reload_succeeded()
+            self._reload_succeeded()
             log.info("config reloaded", extra={"fields": {"checks": len(new_checks)}})
             return True, "config reloaded"
+
+    def _reload_succeeded(self) -> None:
+        """Record a good load; say so when it ends a run of failed ones (the error log is not the last word)."""
+        previous_error = self.self_metrics.last_reload_error
+        self.self_metrics.reload_succeeded()
+        if previous_error is not None:
+            log.info("config reload recovered after a failed one",
+                     extra={"fields": {"previous_err": previous_error}})
 
     async def stop(self, *, wait: float | None = None) -> None:
         """Stop probing; in-flight probes are cancelled and awaited for at most ``wait`` seconds."""
@@ -157,10 +173,12 @@ class Runtime:
             await (self.scheduler.stop() if wait is None else self.scheduler.stop(wait=wait))
         if self.looplag is not None:
             await self.looplag.stop()
-        from exporter.probers import http, udpmux
+        await self.signals.stop()
+        if self._probing:
+            self._probing = False
+            from exporter.probers import shared
 
-        await http.close()
-        await udpmux.close()
+            await shared.release()
 
     # --- one-off probes (/probe and the `probe` command) -------------------------------------------------
     def region_named(self, name: str | None) -> Region:

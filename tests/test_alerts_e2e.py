@@ -41,9 +41,9 @@ phases:
 
 
 # The end of an incident as real resolvers make it, with a second failure while it is open (speed 10:
-# a story minute is 6 s). Meta's nameservers go silent at 0 and answer again at +21m; the public
+# a story minute is 6 s). Meta's nameservers go silent at 0 and answer again at +24m; the public
 # resolvers back off from them (hold-downs 5, 10, 20 minutes) and keep answering SERVFAIL until about
-# +40m: the tail. instagram, whose DNS works, answers 503 from +15m (after the first page) to +32m.
+# +40m: the tail. instagram, whose DNS works, answers 503 from +18m (after the first page) to +35m.
 TAIL = """
 name: recovery-tail-and-second-failure
 description: nameservers cut, a second failure during the incident, nameservers back, a resolver tail.
@@ -54,13 +54,13 @@ phases:
   - at: 0s
     name: nameservers-unreachable
     effects: [{nameservers: {provider: meta, state: blackhole}}]
-  - at: +15m
+  - at: +18m
     name: instagram-5xx
     effects: [{edge: {service: instagram, region: all, mode: unavailable}}]
-  - at: +21m
+  - at: +24m
     name: nameservers-answer-again
     effects: [{nameservers: {provider: meta, state: up}}]
-  - at: +32m
+  - at: +35m
     name: instagram-healthy
     effects: [{edge: {service: instagram, region: all, mode: healthy}}]
   - {at: +44m, name: tail-over}

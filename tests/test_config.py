@@ -29,7 +29,7 @@ from exporter.config import (
 )
 from exporter.config import loader as loader_mod
 from exporter.config.loader import parse_resolv_conf, system_resolvers
-from exporter.config.model import Config, Resolver
+from exporter.config.model import Config, Defaults, Resolver
 from tests.helpers.configfiles import blackbox_yml
 
 TESTDATA = Path(__file__).parent / "testdata"
@@ -200,7 +200,8 @@ INVALID = {
         'modules.tls.tcp.tls_config.min_version: invalid value "TLS1.2" (allowed: "TLS10", "TLS11", "TLS12", '
         '"TLS13")',
     "invalid-top-level-list.yml":
-        "the configuration must be a mapping (keys: defaults, modules, regions, services, probe), got a list",
+        "the configuration must be a mapping (keys: defaults, modules, regions, services, probe, routing, "
+        "status_pages), got a list",
     "invalid-two-path-key.yml":
         'services[0].checks[0].two_path.max-age: unknown key "max-age"; did you mean "max_age"? (allowed: '
         "enabled, max_age)",
@@ -221,7 +222,7 @@ INVALID = {
         'services[0].checks[0].regions[1]: unknown region "eu-wset" (known: eu-west, us-east)',
     "invalid-unknown-top-key.yml":
         'modulez: unknown key "modulez"; did you mean "modules"? '
-        "(allowed: defaults, modules, probe, regions, services)",
+        "(allowed: defaults, modules, probe, regions, routing, services, status_pages)",
     "invalid-unsupported-blackbox-key.yml":
         'modules.api.http.oauth2: blackbox_exporter option "oauth2" is not supported by outage-exporter',
     "invalid-vantage-ratio.yml": "regions[0].vantage.min_healthy_ratio: must be between 0 and 1, got 1.5",
@@ -578,7 +579,7 @@ def test_embedded_default(resolv_conf: str) -> None:
     assert region.name == "test-1"
     assert [r.name for r in region.resolvers] == ["system", "1.1.1.1", "8.8.8.8", "9.9.9.9"]
     assert region.resolvers[0].host == "127.0.0.53"
-    assert (config.defaults.interval, config.defaults.timeout) == (30.0, 10.0)
+    assert (config.defaults.interval, config.defaults.timeout) == (Defaults().interval, Defaults().timeout)
     for service in config.services:
         dns_check, https = service.checks
         assert (dns_check.module.prober, dns_check.targets) == ("dns", ())

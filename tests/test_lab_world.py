@@ -19,6 +19,7 @@ import yaml
 
 from exporter.checks import expand
 from exporter.config import load_config_text
+from exporter.config.model import Defaults
 from exporter.lab import certs
 from exporter.lab.edges import PROXY_STATUS, edge_setting
 from exporter.lab.recursive import ISP, PUBLIC
@@ -363,7 +364,7 @@ async def test_generated_config_passes_the_strict_loader(world):
     config = load_config_text(yaml.safe_dump(raw, sort_keys=False), source="lab")
     assert [r.name for r in config.regions] == ["eu-west", "us-east"]
     assert [r.name for r in config.regions[0].resolvers] == world.resolver_addresses("eu-west")
-    assert config.defaults.interval == 5 and config.defaults.timeout == 4
+    assert (config.defaults.interval, config.defaults.timeout) == (Defaults().interval, Defaults().timeout)
     services = {s.name: s for s in config.services}
     assert services["whatsapp"].provider == "meta" and services["telegram"].provider == "telegram"
     assert all(c.control for c in services["control-b"].checks)

@@ -5,14 +5,19 @@ from __future__ import annotations
 import pytest
 
 from exporter.checks import Check
-from exporter.config.model import AuthoritativeCheck, TwoPath
+from exporter.config.model import AuthoritativeCheck, RoutingConfig, RoutingPrefix, StatusPage, TwoPath
 from exporter.exposition import SelfMetrics, render_metrics, render_probe_result
 from exporter.exposition.probe import UNEXPORTED_DETAILS
+from exporter.exposition.routing import SignalsCollector
+from exporter.lab.demo import scenario_metric
 from exporter.looplag import LoopLagMonitor
 from exporter.probers import result as r
 from exporter.probers.result import NameserverResult, ProbeResult, ZoneReport
 from exporter.results import ResultStore
+from exporter.routing.feed import RoutingFeed
+from exporter.routing.signals import Signals
 from exporter.scheduler import Scheduler
+from exporter.statuspage import StatusPagePoller
 from tests.helpers.contract import (
     contract_problems,
     documented_but_missing,
@@ -106,9 +111,24 @@ def _self_metrics() -> SelfMetrics:
     metrics.reload_succeeded(timestamp=1_700_000_000.0)
     metrics.reload_failed("bad yaml")
     metrics.probe_endpoint_request("http_2xx")
+    metrics.probe_endpoint_failure("http_2xx", "conn_refused")
     metrics.web_config_loaded(True)
     metrics.config_files_checked([("http_auth", "/etc/prober/token", True), ("http_auth", "/etc/prober/ca.pem", False)])
+    scenario_metric(metrics.registry).labels("facebook-2021-10-04", "nameservers-unreachable", "3").set(1)  # demo
+    metrics.registry.register(SignalsCollector(_signals()))
     return metrics
+
+
+def _signals() -> Signals:
+    """A routing feed and a status page poller with some state (not started: nothing is contacted)."""
+    signals = Signals()
+    feed = RoutingFeed(RoutingConfig(enabled=True, prefixes=(RoutingPrefix("192.0.2.0/24", "meta"),)))
+    feed.state.load_initial("192.0.2.0/24", {"rrc00|198.51.100.1", "rrc21|198.51.100.2"})
+    signals.routing = feed
+    page = StatusPage("meta", "http://127.0.0.1:9/", (("WhatsApp", "whatsapp"),))
+    signals.statuspages = StatusPagePoller((page,))
+    signals.statuspages.states["meta"].indicator = "major"
+    return signals
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from exporter.config import load_config_text
+from exporter.probers import http as http_prober
 from exporter.probers import result as r
 from exporter.runtime import PROBE_TIMEOUT_CAP, Runtime
 from tests.helpers.probeweb import loopback_only, policy_config, refused, serve
@@ -432,3 +433,18 @@ def test_fuzzed_targets_never_reach_internal(harness: ProbeHarness, data: st.Dat
     event(f"reason {reason}")
     assert reason != r.INTERNAL, (target, body)
     assert harness.contacted == []
+
+
+async def test_an_internal_probe_result_is_counted_for_the_alert(params_config: Path, site: Site,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """/probe keeps no series: a probe ending ``internal`` (an exporter bug) must still reach /metrics."""
+    async def broken(self) -> None:  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug in the prober")
+
+    monkeypatch.setattr(http_prober._Run, "run", broken)
+    async with serve(params_config) as client:
+        resp = await client.get("/probe", params={"target": site.url("/")})
+        assert resp.status == 200 and "probe_success 0" in await resp.text()
+        metrics = await (await client.get("/metrics")).text()
+    assert sample(metrics, "outage_exporter_probe_endpoint_failures_total", module="http_2xx",
+                  reason="internal") == 1

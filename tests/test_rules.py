@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from exporter.config.durations import parse_duration
-from exporter.lab import labconfig
+from exporter.config.model import Defaults
 from tests.helpers.contract import parse_failure_reasons, parse_metrics_doc
 from tests.helpers.promtool import promtool_check_config, promtool_check_rules, promtool_test_rules
 from tests.helpers.tools import (
@@ -283,9 +283,9 @@ def _budget() -> dict[str, float]:
     pager = next(r for r in am["routes"] if r.get("receiver") == "pager")
     failing = next(rule["expr"] for _, rule in _rules() if rule.get("record") == "check:outage_failing:bool")
     window = parse_duration(re.search(r"probe_success\[(\w+)\]", failing).group(1))
-    fors = {rule["alert"]: parse_duration(rule["for"]) for rule in _alert_rules() if "for" in rule}
+    fors = {rule["alert"]: parse_duration(rule["for"]) if "for" in rule else 0.0 for rule in _alert_rules()}
     return {
-        "probe": parse_duration(labconfig.INTERVAL), "timeout": parse_duration(labconfig.TIMEOUT),
+        "probe": Defaults().interval, "timeout": Defaults().timeout,
         "scrape": parse_duration(prom["scrape_interval"]), "eval": parse_duration(prom["evaluation_interval"]),
         "window": window, "group_wait": parse_duration(pager["group_wait"]),
         "for_ns": fors["OutageDNSNameserversUnreachable"], "for_provider": fors["OutageProviderOutage"],
@@ -307,3 +307,19 @@ def test_nameserver_page_within_90s_of_the_cut():
 def test_provider_page_within_60s_of_resolvers_failing():
     budget = _budget()
     assert _worst_case(budget, budget["for_provider"]) <= 60
+
+
+def test_every_shipped_prometheus_config_uses_the_budget_intervals():
+    """One set of defaults: every shipped scrape and evaluation interval is the budget's."""
+    want = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["global"]
+    repo = PROMETHEUS_CONFIG.parents[2]
+    configs = [repo / "deploy" / p for p in ("compose/prometheus.yml", "prometheus/scheduled.yml",
+                                             "multi-region/prometheus-agent.yml", "multi-region/vmagent-scrape.yml")]
+    assert parse_duration(want["scrape_interval"]) == Defaults().interval
+    for path in configs:
+        got = yaml.safe_load(path.read_text())["global"]
+        assert got["scrape_interval"] == want["scrape_interval"], path
+        if "evaluation_interval" in got:
+            assert got["evaluation_interval"] == want["evaluation_interval"], path
+    monitor = yaml.safe_load((repo / "deploy/kubernetes/base/servicemonitor.yaml").read_text())
+    assert monitor["spec"]["endpoints"][0]["interval"] == want["scrape_interval"]

@@ -15,7 +15,7 @@ import pytest
 
 from exporter.cli import serve
 from exporter.config import ConfigError
-from exporter.config.model import DNSProbe, Module
+from exporter.config.model import Defaults, DNSProbe, Module
 from exporter.runtime import Runtime
 from tests.helpers.exporter_proc import ExporterProcess, free_port
 
@@ -154,9 +154,46 @@ async def test_concurrent_reloads_are_serialised(tmp_path: Path) -> None:
         await rt.stop()
 
 
+async def test_one_runtime_stopping_leaves_the_shared_session_to_the_others(tmp_path: Path) -> None:
+    """Runtimes on one loop share the HTTP session and DNS sockets: the last one to stop closes them, so
+    another runtime's probes in flight never end as ``internal`` (the lab runs several runtimes at once)."""
+    from aiohttp import web
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(0.4)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.yml"
+        text = config_text((name, f"http://127.0.0.1:{port}/"), interval="1s").replace("150ms", "900ms")
+        path.write_text(text)
+        paths.append(path)
+    first, second = Runtime(str(paths[0])), Runtime(str(paths[1]))
+    try:
+        await first.start()
+        await second.start()
+        await asyncio.sleep(1.2)  # every check of both runtimes has a probe waiting on the slow site
+        await first.stop()
+        await asyncio.sleep(1.5)
+        states = [second.store.get(check.key) for check in second.checks]
+        assert all(state.runs >= 2 for state in states)
+        assert not any((state.failures or {}).get("internal") for state in states), [s.failures for s in states]
+        assert all(state.last is not None and state.last.success for state in states)
+    finally:
+        await second.stop()
+        await runner.cleanup()
+
+
 # --- /probe helpers -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("header", "module_timeout", "expected"), [
-    (None, None, 10.0),  # defaults.timeout of a config without defaults
+    (None, None, Defaults().timeout),  # defaults.timeout of a config without defaults
     ("1.5", None, 1.0),
     ("1.5", 0.5, 0.5),
     ("10", 3.0, 3.0),

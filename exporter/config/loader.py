@@ -89,6 +89,7 @@ from exporter.config.model import (
     QueryResponse,
     Region,
     Resolver,
+    RoutingConfig,
     RRValidator,
     Service,
     StaticNameserver,
@@ -1158,7 +1159,7 @@ def _modules(raw: Any, path: str) -> dict[str, Module]:
 
 # --- Defaults and regions --------------------------------------------------------------------------------
 
-_TOP_KEYS = ("defaults", "modules", "regions", "services", "probe")
+_TOP_KEYS = ("defaults", "modules", "regions", "services", "probe", "routing", "status_pages")
 _DEFAULTS_KEYS = ("interval", "timeout", "concurrency", "max_checks")
 _REGION_KEYS = ("name", "resolvers", "display_name", "latitude", "longitude", "vantage")
 _VANTAGE_KEYS = ("min_healthy_ratio",)
@@ -1684,7 +1685,11 @@ def _build(doc: Any, local: str, system: _SystemResolvers) -> Config:
     scope = _Scope(defaults, modules, tuple(r.name for r in regions), resolvers)
     services = top.get("services", lambda v, p: _services(v, p, scope), ())
     probe = top.get("probe", lambda v, p: parse_probe_policy(v, p, modules), ProbePolicy())
-    return Config(defaults=defaults, modules=modules, regions=regions, services=services, probe=probe)
+    from exporter.config.routing import parse_routing, parse_status_pages  # it reads this module's helpers
+
+    return Config(defaults=defaults, modules=modules, regions=regions, services=services, probe=probe,
+                  routing=top.get("routing", parse_routing, RoutingConfig()),
+                  status_pages=top.get("status_pages", parse_status_pages, ()))
 
 
 # --- Dumping ---------------------------------------------------------------------------------------------
@@ -1718,6 +1723,9 @@ def dump_config(config: Config) -> str:
         doc["regions"] = [_region_doc(region) for region in config.regions]
     if config.services:
         doc["services"] = [_service_doc(service, config.modules) for service in config.services]
+    from exporter.config.routing import signals_doc  # it reads this module's helpers
+
+    doc.update(signals_doc(config))
     header = [f"# Secrets are shown as {SECRET}."]
     if config.checksum:  # loaded from a file or string, not assembled in code
         header.insert(0, f"# Effective configuration from {config.source} (sha256 {config.checksum})")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from exporter.config.probe_policy import ProbePolicy
+from exporter.routing.decision import MIN_PEERS, STALE_AFTER, WITHDRAWN_RATIO
 
 IpProtocol = Literal["ip4", "ip6"]
 
@@ -200,8 +201,8 @@ class CheckConfig:
     module: Module
     targets: tuple[str, ...] = ()  # for dns with no targets: the region's resolvers are asked
     query_name: str | None = None  # dns: overrides module.dns.query_name
-    interval: float = 15.0
-    timeout: float = 10.0
+    interval: float = 10.0
+    timeout: float = 5.0
     control: bool = False
     regions: tuple[str, ...] = ()  # empty = every region
     authoritative: AuthoritativeCheck | None = None  # authoritative checks (with AUTHORITATIVE_MODULE)
@@ -217,10 +218,63 @@ class Service:
 
 @dataclass(frozen=True, slots=True)
 class Defaults:
-    interval: float = 15.0
-    timeout: float = 10.0
+    # The timing budget of docs/alerts.md: probes every 10 s with a 5 s timeout, scraped every 10 s and
+    # evaluated every 5 s, page within a minute of a failure. Every shipped Prometheus config uses the same.
+    interval: float = 10.0
+    timeout: float = 5.0
     concurrency: int = 256  # probes in flight at once, across all checks
     max_checks: int = 100_000  # scheduled checks a config may expand to (aliases make small files huge)
+
+
+RIS_LIVE_ENDPOINT = "wss://ris-live.ripe.net/v1/ws/?client=outage-exporter"  # RIPE's public RIS Live stream
+PREFIX_ROLES = ("nameservers", "edges")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPrefix:
+    """A prefix watched on the routing feed, and what it holds for whom."""
+
+    prefix: str  # normalised network text, e.g. "129.134.30.0/23"
+    provider: str
+    role: str = "nameservers"  # one of PREFIX_ROLES
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingDerive:
+    """Prefixes derived from addresses the checks use: address/mask."""
+
+    nameservers: bool = True  # the nameserver addresses authoritative checks discover
+    edges: bool = False  # the addresses HTTP and TCP checks connected to (CDN prefixes are often shorter)
+    ipv4_mask: int = 24
+    ipv6_mask: int = 48
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """``routing:``: BGP visibility of the providers' prefixes from a RIS-Live-compatible websocket feed.
+
+    Thresholds default to exporter.routing.decision (the one place they are defined)."""
+
+    enabled: bool = False
+    endpoint: str = RIS_LIVE_ENDPOINT
+    initial_state: str | None = None  # RIPEstat-style looking-glass URL; None = learn from announcements
+    prefixes: tuple[RoutingPrefix, ...] = ()
+    derive: RoutingDerive = field(default_factory=RoutingDerive)
+    min_peers: int = MIN_PEERS
+    withdrawn_ratio: float = WITHDRAWN_RATIO
+    stale_after: float = STALE_AFTER  # seconds without a message (pongs included): the feed is stalled
+    queue_size: int = 10_000  # messages buffered between the socket and the state; more are dropped
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPage:
+    """``status_pages[]``: a provider's Statuspage v2 page, polled for its declared status."""
+
+    provider: str
+    url: str  # the page's base URL; /api/v2/summary.json is appended unless the URL ends in .json
+    components: tuple[tuple[str, str], ...] = ()  # (component name on the page, service it describes)
+    interval: float = 60.0
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,5 +284,7 @@ class Config:
     regions: tuple[Region, ...] = ()
     services: tuple[Service, ...] = ()
     probe: ProbePolicy = field(default_factory=ProbePolicy)  # the /probe endpoint's policy (probe_policy.py)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)  # routing: (config/routing.py)
+    status_pages: tuple[StatusPage, ...] = ()  # status_pages: (config/routing.py)
     source: str = "<embedded>"  # file path the config came from, for messages
     checksum: str = ""  # sha256 of the raw bytes: a reload with the same checksum is a no-op

@@ -60,7 +60,8 @@ RESULT_FAMILIES: tuple[Family, ...] = (
     _g("probe_tls_version_info", "TLS version the connection negotiated (value 1)."),
     _g("probe_dns_query_succeeded", "Whether a DNS response arrived (1) or not (0)."),
     _g("outage_probe_dns_rcode", "Numeric DNS response code (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, ...)."),
-    _g("probe_dns_answer_rrs", "Number of records in the answer section that answer the question (its class; the name asked or its CNAME chain)."),
+    _g("probe_dns_answer_rrs", "Number of records in the answer section that answer the question "
+                               "(its class; the name asked or its CNAME chain)."),
     _g("probe_dns_authority_rrs", "Number of records of the question's class in the authority section."),
     _g("probe_dns_additional_rrs", "Number of records of the question's class in the additional section."),
     _g("probe_dns_serial", "SOA serial number found in the response."),

@@ -131,6 +131,12 @@ class SelfMetrics:
             ["module"],
             registry=registry,
         )
+        self._probe_failures = Counter(
+            "outage_exporter_probe_endpoint_failures",
+            "Requests to the /probe endpoint whose probe failed, by module and failure reason.",
+            ["module", "reason"],
+            registry=registry,
+        )
         self._probe_refused = Counter(
             "outage_exporter_probe_requests_refused",
             "Requests to /probe refused before (or instead of) returning a result, by reason.",
@@ -173,6 +179,11 @@ class SelfMetrics:
     def probe_endpoint_request(self, module: str) -> None:
         """Count one /probe request. ``module`` must be a configured module name (bounded label values)."""
         self._probe_requests.labels(module).inc()
+
+    def probe_endpoint_failure(self, module: str, reason: str) -> None:
+        """Count one /probe result that failed; ``reason`` is one of the bounded failure reasons. An
+        ``internal`` here is an exporter bug, which an alert must see even though /probe keeps no series."""
+        self._probe_failures.labels(module, reason).inc()
 
     def probe_refused(self, reason: str) -> None:
         """Count one refused /probe request; ``reason`` is one of probe_policy.REFUSAL_REASONS."""

@@ -7,22 +7,37 @@ carries). The HTTP check resolves the hostname through the same resolvers, so a 
 as a DNS failure of the HTTP check, and each region reaches its own edge because the lab's zones answer
 per region; with ``two_path`` it also probes the edge address DNS gave last, so "DNS gone, origin alive"
 can be told from "origin gone too". Control sites carry ``control: true``.
+
+``routing`` reads the world's RIS-Live emulator (initial state from its looking glass) and watches the
+prefixes of the nameservers the authoritative checks discover, one /24 per fleet as the lab's address plan
+announces them; ``status_pages`` polls the world's Statuspage-style page of each provider.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from exporter.config.durations import format_duration
+from exporter.config.model import Defaults
+
 if TYPE_CHECKING:
     from exporter.lab.world import World
 
-INTERVAL = "5s"
-TIMEOUT = "4s"  # ISP-style resolvers take longer than this to give up on a silent nameserver
+# The product's defaults, written out: the lab probes as a default install does, so what pages in the lab
+# (and when) is what pages in production. ISP-style resolvers take longer than TIMEOUT to give up on a
+# silent nameserver, so clients see timeouts there.
+INTERVAL = format_duration(Defaults().interval)
+TIMEOUT = format_duration(Defaults().timeout)
 CONCURRENCY = 64
+STATUS_PAGE_INTERVAL = "5s"  # shorter than the shipped 60s: a replayed story is minutes long
 PINNED_MAX_AGE = "1h"  # wall time: longer than a replayed DNS outage lasts, so the pinned path stays up
 
 
 def exporter_config(world: World) -> dict:
+    return {**_probes(world), **_signals(world)}
+
+
+def _probes(world: World) -> dict:
     return {
         "defaults": {"interval": INTERVAL, "timeout": TIMEOUT, "concurrency": CONCURRENCY},
         "modules": _modules(world),
@@ -32,6 +47,22 @@ def exporter_config(world: World) -> dict:
             for r in world.regions
         ],
         "services": [_service(world, site.name) for site in world.sites],
+    }
+
+
+def _signals(world: World) -> dict:
+    """``routing`` and ``status_pages`` reading the world's emulators; none for a world without them."""
+    ris, pages = getattr(world, "ris", None), getattr(world, "status_pages", None)
+    if ris is None or pages is None:
+        return {}
+    return {
+        "routing": {"enabled": True, "endpoint": ris.ws_url, "initial_state": ris.looking_glass_url,
+                    "derive": {"nameservers": True, "ipv4_mask": 24}},
+        "status_pages": [
+            {"provider": provider, "url": pages.url(provider), "interval": STATUS_PAGE_INTERVAL,
+             "timeout": TIMEOUT, "components": page.components}
+            for provider, page in pages.pages.items()
+        ],
     }
 
 

@@ -15,6 +15,9 @@ A scenario file::
           - edge: {service: twitter, region: eu-west, mode: unavailable}
           - nameservers: {provider: meta, state: blackhole}    # or zone: / name:
           - vantage: {region: us-east, isolated: true}
+          - routes: {provider: meta, state: withdrawn}        # the routing feed's peers (peers: N of them)
+          - routing_feed: {state: stalled}                     # up | down | stalled | malformed | flood
+          - status_page: {provider: meta, state: unreachable}  # or reachable, indicator: major
 
 Effects are cumulative: each phase changes the world left by the previous ones. Files are validated
 when loaded, with errors naming the file and the path of the bad value (``phases[1].effects[0].edge.mode``);
@@ -36,6 +39,8 @@ from exporter.config.durations import format_duration, parse_duration
 from exporter.lab import catalog
 from exporter.lab.authoritative import STATES
 from exporter.lab.edges import CERT_MODES, MODES, EdgeSetting, edge_setting
+from exporter.lab.ris import FEED_STATES
+from exporter.lab.statuspage import INDICATOR_TEXT, PAGE_STATES
 from exporter.lab.world import World
 
 log = logging.getLogger("exporter.lab.scenario")
@@ -121,7 +126,61 @@ class ResolverEffect:
             world.set_serve_stale(region, self.serve_stale)
 
 
-Effect = EdgeEffect | NameserverEffect | VantageEffect | ResolverEffect
+@dataclass(frozen=True, slots=True)
+class RoutesEffect:
+    path: str
+    provider: str
+    state: str  # "withdrawn" | "announced"
+    peers: int | None = None  # how many of the feed's peers; None = all
+
+    def check(self, world: World) -> None:
+        """Nothing world-specific: providers come from the catalog, checked at load."""
+
+    def apply(self, world: World) -> None:
+        if _has_signals(world, self.path):
+            world.set_routes(self.state, operator=self.provider, peers=self.peers)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingFeedEffect:
+    path: str
+    state: str  # one of FEED_STATES
+
+    def check(self, world: World) -> None:
+        """Nothing world-specific."""
+
+    def apply(self, world: World) -> None:
+        if _has_signals(world, self.path):
+            world.ris.set_feed(self.state)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPageEffect:
+    path: str
+    provider: str
+    state: str  # one of PAGE_STATES
+    indicator: str | None = None
+
+    def check(self, world: World) -> None:
+        if getattr(world, "status_pages", None) is not None and self.provider not in world.status_pages.pages:
+            raise _Invalid(f"{self.path}.provider", f"no status page for {self.provider!r} (known: "
+                           f"{', '.join(world.status_pages.pages)})")
+
+    def apply(self, world: World) -> None:
+        if _has_signals(world, self.path):
+            world.status_pages.set(self.provider, self.state, indicator=self.indicator)
+
+
+def _has_signals(world: World, path: str) -> bool:
+    """Whether ``world`` emulates the routing feed and status pages (the real backend does not)."""
+    if getattr(world, "ris", None) is None or getattr(world, "status_pages", None) is None:
+        log.debug("%s: this world has no routing feed or status pages; effect skipped", path)
+        return False
+    return True
+
+
+Effect = (EdgeEffect | NameserverEffect | VantageEffect | ResolverEffect | RoutesEffect | RoutingFeedEffect
+          | StatusPageEffect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +308,7 @@ def _phase(raw: object, path: str) -> Phase:
                  effects=tuple(_effect(e, f"{path}.effects[{i}]") for i, e in enumerate(effects_raw)))
 
 
-_EFFECT_KINDS = ("edge", "nameservers", "vantage", "resolvers")
+_EFFECT_KINDS = ("edge", "nameservers", "vantage", "resolvers", "routes", "routing_feed", "status_page")
 
 
 def _effect(raw: object, path: str) -> Effect:
@@ -263,6 +322,8 @@ def _effect(raw: object, path: str) -> Effect:
         return _nameserver_effect(body, path)
     if kind == "resolvers":
         return _resolver_effect(body, path)
+    if kind in ("routes", "routing_feed", "status_page"):
+        return _signal_effect(kind, body, path)
     doc = _mapping(body, path, required={"region", "isolated"}, optional=set())
     if not isinstance(doc["isolated"], bool):
         raise _Invalid(f"{path}.isolated", f"expected true or false, got {doc['isolated']!r}")
@@ -296,6 +357,33 @@ def _resolver_effect(body: object, path: str) -> ResolverEffect:
     raw = doc["serve_stale"]
     seconds = 0.0 if raw is False or raw in (0, "0", "0s") else _duration(raw, f"{path}.serve_stale")
     return ResolverEffect(path, regions, seconds)
+
+
+def _signal_effect(kind: str, body: object, path: str) -> RoutesEffect | RoutingFeedEffect | StatusPageEffect:
+    if kind == "routing_feed":
+        doc = _mapping(body, path, required={"state"}, optional=set())
+        return RoutingFeedEffect(path, _one_of(doc["state"], f"{path}.state", FEED_STATES))
+    if kind == "status_page":
+        doc = _mapping(body, path, required={"provider", "state"}, optional={"indicator"})
+        indicator = doc.get("indicator")
+        return StatusPageEffect(path, _string(doc["provider"], f"{path}.provider"),
+                                _one_of(doc["state"], f"{path}.state", PAGE_STATES),
+                                None if indicator is None else _one_of(indicator, f"{path}.indicator",
+                                                                       tuple(INDICATOR_TEXT)))
+    doc = _mapping(body, path, required={"provider", "state"}, optional={"peers"})
+    provider = _string(doc["provider"], f"{path}.provider")
+    if provider not in _OPERATORS:
+        raise _Invalid(f"{path}.provider", f"unknown provider {provider!r} (known: {', '.join(_OPERATORS)})")
+    peers = doc.get("peers")
+    if peers is not None and (isinstance(peers, bool) or not isinstance(peers, int) or peers < 0):
+        raise _Invalid(f"{path}.peers", f"expected a number of peers (0 or more), got {peers!r}")
+    return RoutesEffect(path, provider, _one_of(doc["state"], f"{path}.state", ("withdrawn", "announced")), peers)
+
+
+def _one_of(raw: object, path: str, options: tuple[str, ...]) -> str:
+    if raw not in options:
+        raise _Invalid(path, f"unknown state {raw!r} (expected one of {', '.join(options)})")
+    return str(raw)
 
 
 def _nameserver_effect(body: object, path: str) -> NameserverEffect:

@@ -105,9 +105,36 @@ class Notification:
         status = self.payload.get("status", "?")
         regions = sorted({a["labels"]["region"] for a in self.alerts if "region" in a["labels"]})
         text = [a.get("annotations", {}).get("summary", "") for a in self.alerts[:1]]
-        return (f"[{self.receiver}] {status.upper()} {','.join(names)} "
-                f"{ {k: v for k, v in common.items() if k != 'alertname'} }"
+        labels = " ".join(f"{k}={v}" for k, v in sorted(common.items()) if k != "alertname")
+        return (f"[{self.receiver}] {status.upper()} {','.join(names)} {labels}"
                 f"{' regions=' + ','.join(regions) if regions else ''} {text[0] if text else ''}")
+
+    def title(self) -> str:
+        """The shipped template's title (alerts/templates/outage.tmpl, ``outage.title``)."""
+        from exporter.lab import notification
+
+        try:
+            return notification.title(self.payload)
+        except (KeyError, TypeError, ValueError, AttributeError):  # not Alertmanager's shape: say what came
+            return self.summary()
+
+    def text(self) -> str:
+        """The shipped template's body (``outage.text``); empty for a payload it cannot render."""
+        from exporter.lab import notification
+
+        try:
+            return notification.text(self.payload)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return ""
+
+    def time(self) -> str:
+        """When it arrived, in UTC: ``2021-10-04 15:40:12 UTC``."""
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.received_at))
+
+    def printed(self) -> str:
+        """What a terminal shows: arrival time and receiver, the title, then the body indented."""
+        body = "".join(f"\n    {line}" if line else "\n" for line in self.text().splitlines())
+        return f"[{self.time()}] {self.receiver}: {self.title()}{body}"
 
 
 class WebhookSink:
@@ -157,13 +184,19 @@ class WebhookSink:
         self.notifications.append(note)
         self.arrived.set()
         if self.echo:
-            print(f"notification: {note.summary()}", flush=True)
+            print(note.printed(), flush=True)
         return web.Response(text="ok\n")
 
 
 def alertmanager_config_text(alerts_dir: Path, sink_url: str) -> str:
-    """The shipped alerts/alertmanager.yml with its webhook receivers pointed at ``sink_url``."""
-    return (alerts_dir / "alertmanager.yml").read_text().replace(SINK_PLACEHOLDER, sink_url)
+    """The shipped alerts/alertmanager.yml with its webhook receivers pointed at ``sink_url`` and its
+    ``templates`` globs made absolute, so the copy loads the shipped templates from anywhere."""
+    text = (alerts_dir / "alertmanager.yml").read_text().replace(SINK_PLACEHOLDER, sink_url)
+    config = yaml.safe_load(text)
+    if not config.get("templates"):
+        return text
+    config["templates"] = [str((alerts_dir / glob).resolve()) for glob in config["templates"]]
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 @dataclass
@@ -176,8 +209,8 @@ class Stack:
     exporter_address: str  # host:port of the exporter's /metrics
     alerts_dir: Path
     workdir: Path
-    scrape_interval: str = "5s"
-    evaluation_interval: str = "5s"
+    scrape_interval: str | None = None  # None: deploy/local/prometheus.yml's, the project's timing budget
+    evaluation_interval: str | None = None
     echo: bool = False
     sink: WebhookSink = field(init=False)
     prometheus_port: int = 0

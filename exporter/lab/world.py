@@ -32,6 +32,8 @@ from exporter.lab.dnsserver import DNSServer
 from exporter.lab.edges import Edge, edge_setting
 from exporter.lab.labconfig import exporter_config
 from exporter.lab.recursive import STYLES, RecursiveResolver, Style
+from exporter.lab.ris import RisEmulator
+from exporter.lab.statuspage import StatusPages
 from exporter.lab.zones import Zone, add_site, build_zone
 
 log = logging.getLogger("exporter.lab.world")
@@ -91,6 +93,9 @@ class World:
                                                speed=self.speed, root=root)
             for ri, r in enumerate(self.regions) for style in a.RESOLVER_STYLES}
         self.edges: dict[tuple[str, str], Edge] = {}
+        self.ris = RisEmulator()  # the routing feed: every fleet's /24 announced by every emulated peer
+        self.status_pages = StatusPages({op: {s.name.title(): s.name for s in self.sites if s.provider == op}
+                                         for op in dict.fromkeys(s.provider for s in self.sites if not s.control)})
 
     def _tld_zones(self, hosts: dict[str, str]) -> list[Zone]:
         tlds = {"."} | {origin.rsplit(".", 1)[-1] for origin in self.zones}
@@ -129,8 +134,13 @@ class World:
         self._bind_edges()
         for edge in self.edges.values():
             await edge.start()
+        await self.ris.start()
+        await self.status_pages.start()
+        self.ris.announce(self.route_prefixes())
 
     async def stop(self) -> None:
+        await self.ris.stop()
+        await self.status_pages.stop()
         for resolver in self.resolvers.values():
             await resolver.close()
         for edge in self.edges.values():
@@ -320,6 +330,26 @@ class World:
                 resolver.style = replace(resolver.style, serve_stale=seconds)
         log.info("resolvers of %s serve stale answers for %gs", region, seconds)
 
+    def route_prefixes(self, operator: str | None = None) -> list[str]:
+        """The BGP prefixes (one /24 per fleet, see addressing.py) of ``operator``'s nameservers, or all."""
+        return [f"{a.nameserver(fi, 0).rsplit('.', 1)[0]}.0/24" for fi, f in enumerate(c.FLEETS)
+                if operator is None or f.operator == operator]
+
+    def set_routes(self, state: str, *, operator: str, peers: int | None = None) -> list[str]:
+        """``withdrawn`` or ``announced``: what the routing feed's peers (``peers`` of them) say about the
+        prefixes of ``operator``'s nameservers. Reachability is set apart (``set_nameservers``)."""
+        if operator not in self.operators:
+            raise ValueError(f"unknown operator {operator!r} (known: {', '.join(self.operators)})")
+        prefixes = self.route_prefixes(operator)
+        if state == "withdrawn":
+            self.ris.withdraw(prefixes, peers)
+        elif state == "announced":
+            self.ris.announce(prefixes, peers)
+        else:
+            raise ValueError(f"unknown route state {state!r} (expected withdrawn or announced)")
+        log.info("routes of %s -> %s%s", operator, state, f" by {peers} peers" if peers is not None else "")
+        return prefixes
+
     def isolated_regions(self) -> list[str]:
         return [r for r in self.region_names if self.resolvers[(r, "public")].isolated]
 
@@ -337,6 +367,9 @@ class World:
                 edge.apply(healthy)
         for resolver in self.resolvers.values():
             resolver.style = self._styles[resolver.style.name]
+        self.ris.set_feed("up")
+        self.ris.announce(self.route_prefixes())
+        self.status_pages.reset()
 
     def flush_caches(self) -> None:
         for resolver in self.resolvers.values():

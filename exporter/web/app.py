@@ -8,14 +8,16 @@ import math
 
 from aiohttp import web
 
+from exporter.checks import Check
 from exporter.config import dump_config
-from exporter.config.model import Config
+from exporter.config.model import Config, Region
 from exporter.config.probe_policy import CONNECT_GUARD, REFUSED_DISABLED, REFUSED_RATE_LIMITED, RateLimit
 from exporter.exposition import render_metrics_chunks_async
 from exporter.exposition.probe import render_probe_result
 from exporter.logs import mask_secrets
+from exporter.probers import result as r
 from exporter.runtime import Runtime
-from exporter.web import landing, probeguard, probeparams
+from exporter.web import probeguard, probeparams, status_api
 from exporter.web.ratelimit import TokenBuckets
 from exporter.web.webconfig import WebSecurity
 
@@ -61,7 +63,7 @@ def make_app(runtime: Runtime, *, security: WebSecurity | None = None, disable_p
         gate.cancel_in_flight()
 
     app.on_shutdown.append(cancel_probes)
-    app.router.add_get("/", index)
+    status_api.setup(app, runtime)  # /, /api/v1/status, /api/v2/summary.json
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
     app.router.add_get("/config", config_page)
@@ -200,43 +202,23 @@ async def _probe(request: web.Request) -> web.Response:
     elif refused is not None:
         return _refuse(request, 403, refused.reason, refused.message)
     rt.self_metrics.probe_endpoint_request(module_name)
+    if not result.success:
+        rt.self_metrics.probe_endpoint_failure(module_name, result.reason or r.INTERNAL)
     body = render_probe_result(result, module.prober)
     if q.get("debug", "").lower() == "true":
         module_yaml = dump_config(Config(modules={module_name: module}))
         text = ("Logs for the probe:\n" + "\n".join(mask_secrets(line) for line in result.log) +
                 f"\n\nResult: {'success' if result.success else 'failure: ' + str(result.reason)}"
+                f"\n\n{_debug_region(region, check)}"
                 "\n\nMetrics that would have been returned:\n" + body +
                 "\n\nModule configuration:\n" + module_yaml)
         return web.Response(text=text, content_type="text/plain")
     return web.Response(text=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def index(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    config = rt.config
-    assert config is not None
-    by_cell: dict[tuple[str, str], list] = {}
-    services: dict[str, tuple[str, str, bool]] = {}
-    home = rt.region_named(None).name if rt.omit_region_label else ""  # checks carry region "" then
-    for check in rt.checks:
-        state = rt.store.get(check.key)
-        cell = (check.service, check.region or home)
-        by_cell.setdefault(cell, []).append((check, state.last if state else None))
-        prev = services.get(check.service)
-        control = check.control if prev is None else (prev[2] and check.control)
-        services[check.service] = (check.service, check.provider, control)
-    unhealthy = {v.region or home for v in rt.store.vantages() if not v.healthy}  # its controls are failing
-    grid = {key: landing.cell_state(items, inconclusive=key[1] in unhealthy and not services[key[0]][2])
-            for key, items in by_cell.items()}
-    probed = {c.region or home for c in rt.checks}
-    regions = [(r.name, r.display_name) for r in config.regions if r.name in probed] \
-        or [(r.name, r.display_name) for r in config.regions]
-    page = landing.render(
-        grid=grid,
-        services=list(services.values()),
-        regions=regions,
-        recent_failures=rt.store.recent_failures(),
-        banner=rt.banner() if rt.banner else None,
-        config_error=rt.self_metrics.last_reload_error,
-    )
-    return web.Response(text=page, content_type="text/html")
+def _debug_region(region: Region, check: Check) -> str:
+    """Which region's view the probe took: the resolvers a name was looked up with, or the server asked."""
+    if check.dns_server is not None:
+        return f"Region: {region.name} (DNS server asked directly: {check.resolver})"
+    resolvers = ", ".join(r.name for r in region.resolvers) or "none"
+    return f"Region: {region.name} (resolvers: {resolvers})"

@@ -22,6 +22,7 @@ class LabRun:
     world: World
     stack: Stack
     player: Player
+    exporter_url: str = ""  # the lab's exporter, e.g. http://127.0.0.1:PORT
 
 
 @asynccontextmanager
@@ -48,7 +49,7 @@ async def lab_with_stack(scenario: Scenario, speed: float, *, on_phase=None) -> 
         if on_phase is not None:
             player.add_listener(on_phase)
         player.start()
-        yield LabRun(world, stack, player)
+        yield LabRun(world, stack, player, f"http://127.0.0.1:{port}")
     finally:
         if player is not None:
             await player.stop()

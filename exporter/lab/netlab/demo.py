@@ -90,7 +90,7 @@ def _start_prometheus(world: RealWorld) -> str | None:
         log.info("prometheus or deploy/local/prometheus.yml not found: running without Prometheus")
         return None
     config = fill_prometheus_config(template, exporters=[world.exporter_address(r) for r in world.region_names],
-                                    alertmanagers=[], scrape_interval="5s", evaluation_interval="5s")
+                                    alertmanagers=[])
     path = world.workdir / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     try:

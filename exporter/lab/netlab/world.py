@@ -19,8 +19,9 @@ the router has one route per namespace /24 (plan.py). Withdrawing a nameserver's
 a per-region edge blackhole is a routing-policy rule ``from <region> to <edge> blackhole``; isolating a
 region takes its uplink down; cutting a region's internet is a rule ``from <region> blackhole`` in the
 router, which still delivers what the region sends to the router's own addresses (Prometheus, remote
-write), as a site that lost its transit but kept its private line to the monitoring core. Everything is removed by :meth:`stop`, at interpreter exit as a fallback,
-and a later run removes what a killed run left (netns.cleanup_stale).
+write), as a site that lost its transit but kept its private line to the monitoring core.
+Everything is removed by :meth:`stop`, at interpreter exit as a fallback, and a later run removes what a
+killed run left (netns.cleanup_stale).
 """
 
 from __future__ import annotations
