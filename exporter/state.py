@@ -18,7 +18,9 @@ judged over the same 30 s window from each check's recent runs (``CheckState.win
 * a provider takes the worst state of its services; ``outage`` is the opening condition of
   OutageProviderOutage (at least 2 services and at least half of them down);
 * an incident is one provider with at least one cell down, its causes ranked routing > authoritative DNS >
-  resolution > connect > TLS > HTTP status.
+  resolution > connect > TLS > HTTP status; routing is named when the routing feed judges a prefix of the
+  provider lost (exporter.routing.decision) or a check failed with conn_error. The provider's status page
+  (exporter.statuspage) is shown beside the measured state and never opens or closes an incident.
 
 docs/status-api.md documents the same definitions for readers of the API.
 """
@@ -34,11 +36,16 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from exporter.checks import Check
+from exporter.config.model import PREFIX_ROLES
 from exporter.probers import result as r
 from exporter.results import WINDOW_SECONDS, ResultStore, Sample
+from exporter.routing import decision as rd
+from exporter.statuspage import INDICATOR_WORDS
 
 if TYPE_CHECKING:
+    from exporter.routing.feed import RoutingFeed
     from exporter.runtime import Runtime
+    from exporter.statuspage import StatusPagePoller
 
 UP, DEGRADED, DOWN, INCONCLUSIVE, NODATA = "up", "degraded", "down", "inconclusive", "nodata"
 STATES: tuple[str, ...] = (UP, DEGRADED, DOWN, INCONCLUSIVE, NODATA)
@@ -156,14 +163,120 @@ class Incident:
     services: tuple[str, ...]
     regions: tuple[str, ...]
     since: float
+    declared: str = ""  # the status page against the measurement, e.g. "status page unreachable"
 
     def summary(self, now: float) -> str:
-        """"meta: DNS, authoritative nameservers unreachable (0 of 2 answering), ..., since 15:40:12 (3 min)"."""
+        """"meta: DNS, authoritative nameservers unreachable (0 of 2 answering), ..., since 15:40:12 (3 min);
+        status page unreachable"."""
         what = ", ".join(self.details)
         n, m = len(self.services), len(self.regions)
         clock = time.strftime("%H:%M:%S", time.localtime(self.since))
+        declared = f"; {self.declared}" if self.declared else ""
         return (f"{self.provider}: {what}, {n} service{'s' * (n != 1)}, {m} region{'s' * (m != 1)}, "
-                f"since {clock} ({format_age(now - self.since)})")
+                f"since {clock} ({format_age(now - self.since)}){declared}")
+
+
+# --- beside the probes: routing (BGP) and declared status ------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PrefixVerdict:
+    prefix: str
+    role: str  # what it holds for the provider: nameservers or edges
+    state: str  # exporter.routing.decision: ok, lost, unknown or inconclusive
+    peers: int  # collector peers seeing it now
+    peers_max: int  # peers that saw it since it was watched (the decision's denominator)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingVerdict:
+    """One provider's watched prefixes as the routing feed judges them; the thresholds live in
+    exporter.routing.decision only."""
+
+    provider: str
+    prefixes: tuple[PrefixVerdict, ...]
+
+    @property
+    def state(self) -> str:
+        """inconclusive while the feed cannot be trusted, lost when a prefix is, ok when one is judged ok,
+        unknown while too few peers saw them."""
+        states = {p.state for p in self.prefixes}
+        return next((s for s in (rd.INCONCLUSIVE, rd.LOST, rd.OK) if s in states), rd.UNKNOWN)
+
+    def phrase(self) -> str:
+        """"BGP, 2 prefixes holding meta's nameservers withdrawn (seen by 0 of 5 peers)": per role, with the
+        peers of the best-seen lost prefix, as the alert counts them."""
+        parts = []
+        for role in dict.fromkeys((*PREFIX_ROLES, *(p.role for p in self.prefixes))):
+            lost = [p for p in self.prefixes if p.role == role and p.state == rd.LOST]
+            if lost:
+                n = len(lost)
+                parts.append(f"{n} prefix{'es' * (n != 1)} holding {self.provider}'s {role} withdrawn (seen by "
+                             f"{max(p.peers for p in lost)} of {max(p.peers_max for p in lost)} peers)")
+        return "BGP, " + ", ".join(parts)
+
+    def summary(self) -> str:
+        """The verdict in words, whatever it is."""
+        n = len(self.prefixes)
+        watched = f"{n} prefix{'es' * (n != 1)} watched"
+        state = self.state
+        if state == rd.LOST:
+            return self.phrase()
+        if state == rd.INCONCLUSIVE:
+            return f"BGP inconclusive: the routing feed is down or stalled ({watched})"
+        if state == rd.OK:
+            return f"BGP ok ({watched})"
+        return f"BGP unknown: too few collector peers saw the prefixes yet ({watched})"
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredStatus:
+    """What a provider's status page declares. People write it late, on a page that may share the failing
+    network, so it is shown against the measurement and never opens or closes an incident."""
+
+    provider: str
+    reachable: bool | None  # None until the first poll answered or failed
+    indicator: str | None  # none, minor, major, critical; None unless reachable
+    components: tuple[tuple[str, str, str], ...] = ()  # (component, service, declared status)
+
+    @property
+    def description(self) -> str | None:
+        """The indicator in Statuspage's words: "All Systems Operational" for none."""
+        return INDICATOR_WORDS.get(self.indicator) if self.indicator else None
+
+    def summary(self) -> str:
+        if self.reachable is None:
+            return "status page not polled yet"
+        if not self.reachable or self.description is None:
+            return "status page unreachable"
+        return f"status page says {self.description}"
+
+    def against(self, services_down: int) -> str:
+        """The phrase an incident with ``services_down`` services down appends; "" when nothing is known."""
+        if self.reachable is None:
+            return ""
+        if not self.reachable or self.description is None:
+            return "status page unreachable"
+        if self.indicator == "none":
+            n = services_down
+            return (f"status page says {self.description} while {n} service{'s' * (n != 1)} "
+                    f"{'are' if n != 1 else 'is'} down")
+        return f"status page: {self.description}"
+
+
+def signal_lines(routing: Sequence[RoutingVerdict], declared: Sequence[DeclaredStatus]) -> tuple[str, ...]:
+    """One line per provider with watched prefixes or a status page, by provider: "meta: BGP, 2 prefixes
+    holding meta's nameservers withdrawn (seen by 0 of 5 peers); status page unreachable"."""
+    by_provider: dict[str, list[str]] = {}
+    for item in (*routing, *declared):
+        by_provider.setdefault(item.provider, []).append(item.summary())
+    return tuple(f"{provider}: {'; '.join(parts)}" for provider, parts in sorted(by_provider.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class CauseSignals:
+    """What the routing feed and the status pages say, per provider, for :func:`evaluate`."""
+
+    routing: tuple[RoutingVerdict, ...] = ()
+    declared: tuple[DeclaredStatus, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +288,8 @@ class Snapshot:
     services: tuple[ServiceStatus, ...]
     providers: tuple[ProviderStatus, ...]
     incidents: tuple[Incident, ...]
+    routing: tuple[RoutingVerdict, ...] = ()  # per provider with watched prefixes
+    declared: tuple[DeclaredStatus, ...] = ()  # per provider with a status page
 
     def cell(self, service: str, region: str) -> CellStatus | None:
         return next((c for c in self.cells if c.service == service and c.region == region), None)
@@ -392,13 +507,15 @@ class Input:
 
 
 def evaluate(inputs: Sequence[Input], regions: Sequence[tuple[str, str]], now: float, *,
-             window: float = WINDOW_SECONDS, verdicts: Verdicts | None = None) -> Snapshot:
+             window: float = WINDOW_SECONDS, verdicts: Verdicts | None = None,
+             beside: CauseSignals | None = None) -> Snapshot:
     """The snapshot for ``inputs`` at ``now``; every "since" is ``now`` and no cell has a history
     (:class:`Board` remembers those).
 
     ``regions`` is (name, display name) in display order; ``verdicts`` the vantage verdict now per region
-    (healthy, controls, failing controls, reason).
+    (healthy, controls, failing controls, reason); ``beside`` the routing verdicts and declared status.
     """
+    beside = beside or CauseSignals()
     controls: dict[str, list[tuple[Check, Sequence[Sample]]]] = {}
     for item in inputs:
         if item.check.control:
@@ -440,7 +557,8 @@ def evaluate(inputs: Sequence[Input], regions: Sequence[tuple[str, str]], now: f
                         for name, display in regions)
     providers = _providers(services)
     return Snapshot(generated_at=now, window=window, regions=region_rows, cells=tuple(cells), services=services,
-                    providers=providers, incidents=incidents(cells, providers, {}, now))
+                    providers=providers, incidents=incidents(cells, providers, {}, now, beside),
+                    routing=beside.routing, declared=beside.declared)
 
 
 def _region_status(name: str, display: str, verdict: tuple[bool, int, tuple[str, ...], str] | None,
@@ -521,8 +639,12 @@ def _phrase(cause: str, cells: Sequence[CellStatus], dns_named: bool) -> str:
 
 
 def incidents(snapshot_cells: Sequence[CellStatus], providers: Sequence[ProviderStatus],
-              since: Mapping[str, float], now: float) -> tuple[Incident, ...]:
-    """One incident per provider with a cell down, ranked by its top cause, then by provider."""
+              since: Mapping[str, float], now: float, beside: CauseSignals | None = None) -> tuple[Incident, ...]:
+    """One incident per provider with a cell down, ranked by its top cause, then by provider. A routing loss
+    of the provider's prefixes is its first cause; its status page is appended, and neither opens one."""
+    beside = beside or CauseSignals()
+    lost = {v.provider: v for v in beside.routing if v.state == rd.LOST}
+    pages = {d.provider: d for d in beside.declared}
     state_of = {p.provider: p.state for p in providers}
     by_provider: dict[str, list[CellStatus]] = {}
     for cell in snapshot_cells:
@@ -530,11 +652,15 @@ def incidents(snapshot_cells: Sequence[CellStatus], providers: Sequence[Provider
             by_provider.setdefault(cell.provider, []).append(cell)
     out = []
     for provider, cells in by_provider.items():
-        causes = tuple(c for c in CAUSES if any(c in cell.causes for cell in cells)) or ("other",)
-        details = tuple(_phrase(c, cells, "authoritative" in causes) for c in causes)
+        found = {c for cell in cells for c in cell.causes} | ({"routing"} if provider in lost else set())
+        causes = tuple(c for c in CAUSES if c in found) or ("other",)
+        details = tuple(lost[provider].phrase() if c == "routing" and provider in lost
+                        else _phrase(c, cells, "authoritative" in causes) for c in causes)
+        services = tuple(dict.fromkeys(c.service for c in cells))
+        page = pages.get(provider)
         out.append(Incident(provider=provider, state=state_of.get(provider, DOWN), cause=causes[0], causes=causes,
-                            details=details, services=tuple(dict.fromkeys(c.service for c in cells)),
-                            regions=tuple(sorted({c.region for c in cells})), since=since.get(provider, now)))
+                            details=details, services=services, regions=tuple(sorted({c.region for c in cells})),
+                            since=since.get(provider, now), declared=page.against(len(services)) if page else ""))
     out.sort(key=lambda i: (CAUSES.index(i.cause), i.state != DOWN, i.provider))
     return tuple(out)
 
@@ -551,7 +677,7 @@ class Board:
     """The snapshot plus what a single evaluation cannot know: since when each cell and incident holds,
     and each cell's last 30 minutes (HISTORY_SLOTS slots of HISTORY_STEP seconds, bounded in memory).
 
-    ``source`` returns (inputs, regions, verdicts) for :func:`evaluate`; call :meth:`snapshot` regularly
+    ``source`` returns (inputs, regions, verdicts, beside) for :func:`evaluate`; call :meth:`snapshot` regularly
     (the web application does every few seconds) so the history has no holes.
     """
 
@@ -568,8 +694,8 @@ class Board:
         fresh = self._fresh(now)
         if fresh is not None:
             return fresh
-        inputs, regions, verdicts = self._source()
-        return self._adopt(evaluate(inputs, regions, now, verdicts=verdicts))
+        inputs, regions, verdicts, beside = self._source()
+        return self._adopt(evaluate(inputs, regions, now, verdicts=verdicts, beside=beside))
 
     async def snapshot_async(self) -> Snapshot:
         """:meth:`snapshot`, evaluated in a worker thread: at tens of thousands of checks an evaluation
@@ -578,8 +704,8 @@ class Board:
         fresh = self._fresh(now)
         if fresh is not None:
             return fresh
-        inputs, regions, verdicts = self._source()  # copied on the loop: the store changes only there
-        raw = await asyncio.to_thread(evaluate, inputs, regions, now, verdicts=verdicts)
+        inputs, regions, verdicts, beside = self._source()  # copied on the loop: the store changes only there
+        raw = await asyncio.to_thread(evaluate, inputs, regions, now, verdicts=verdicts, beside=beside)
         return self._adopt(raw)
 
     def _fresh(self, now: float) -> Snapshot | None:
@@ -597,7 +723,9 @@ class Board:
             self._cells = {k: v for k, v in self._cells.items() if k in keep}
         down = {c.provider for c in cells if c.state == DOWN and not c.control}
         self._incidents = {p: self._incidents.get(p, now) for p in down}
-        self._last = replace(raw, cells=cells, incidents=incidents(cells, raw.providers, self._incidents, now))
+        beside = CauseSignals(raw.routing, raw.declared)
+        self._last = replace(raw, cells=cells, incidents=incidents(cells, raw.providers, self._incidents, now,
+                                                                   beside))
         return self._last
 
     def _remember(self, cell: CellStatus, now: float) -> CellStatus:
@@ -617,13 +745,42 @@ class Board:
         return replace(cell, since=memory.since, history=tuple((t, s) for t, s in history))
 
 
-Source = Callable[[], tuple[list[Input], list[tuple[str, str]], Verdicts]]
+Source = Callable[[], tuple[list[Input], list[tuple[str, str]], Verdicts, CauseSignals]]
+
+
+def routing_verdicts(feed: RoutingFeed | None) -> tuple[RoutingVerdict, ...]:
+    """The routing feed's own judgement of each provider's prefixes (nothing recomputed here)."""
+    if feed is None:
+        return ()
+    states = feed.state.states()
+    by_provider: dict[str, list[PrefixVerdict]] = {}
+    for prefix, provider, role in feed.series():
+        p = feed.state.prefixes.get(prefix)
+        if p is not None:
+            by_provider.setdefault(provider, []).append(
+                PrefixVerdict(prefix, role, states[prefix], len(p.seeing), len(p.saw)))
+    return tuple(RoutingVerdict(provider, tuple(rows)) for provider, rows in sorted(by_provider.items()))
+
+
+def declared_statuses(poller: StatusPagePoller | None) -> tuple[DeclaredStatus, ...]:
+    """Each polled status page's latest state; a page whose first poll is still out is not yet known."""
+    if poller is None:
+        return ()
+    out = []
+    for page in poller.pages:
+        s = poller.states[page.provider]
+        reachable = True if s.reachable else (False if s.failures else None)  # None: first poll still out
+        components = tuple((name, service, s.components.get(name, "unknown")) for name, service in page.components)
+        out.append(DeclaredStatus(page.provider, reachable, s.indicator if s.reachable else None,
+                                  components if s.reachable else ()))
+    return tuple(sorted(out, key=lambda d: d.provider))
 
 
 def runtime_source(runtime: Runtime) -> Source:
-    """A Board source reading a running exporter's checks, results store and regions."""
+    """A Board source reading a running exporter's checks, results store, regions, routing feed and
+    status pages."""
 
-    def source() -> tuple[list[Input], list[tuple[str, str]], Verdicts]:
+    def source() -> tuple[list[Input], list[tuple[str, str]], Verdicts, CauseSignals]:
         config = runtime.config
         home = runtime.region_named(None).name if runtime.omit_region_label and config is not None else ""
         store: ResultStore = runtime.store
@@ -639,6 +796,8 @@ def runtime_source(runtime: Runtime) -> Source:
         for v in store.vantages():
             failing = tuple(dict.fromkeys(f"{c.service}/{c.check}" for c in v.failing))
             verdicts[v.region or home] = (v.healthy, v.controls, failing, v.reason)
-        return inputs, regions, verdicts
+        beside = CauseSignals(routing_verdicts(runtime.signals.routing),
+                              declared_statuses(runtime.signals.statuspages))
+        return inputs, regions, verdicts, beside
 
     return source

@@ -32,7 +32,7 @@ async def test_demo_serves_the_story_and_stops_cleanly(tmp_path):
     base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http:
         page = metrics = ""
-        for _ in range(150):  # the DNS phase arrives within a few seconds at 600x
+        for _ in range(150):  # the DNS phase arrives within a few seconds at 600x; probes spread over 10 s
             await asyncio.sleep(0.2)
             try:
                 async with http.get(base + "/") as resp:
@@ -41,7 +41,7 @@ async def test_demo_serves_the_story_and_stops_cleanly(tmp_path):
                     metrics = await resp.text()
             except aiohttp.ClientConnectionError:
                 continue
-            if "dns_servfail" in page:
+            if "dns_servfail" in page and 'probe_success{service="facebook"' in metrics:
                 break
         assert "facebook-2021-10-04" in page and "phase" in page
         assert "dns_servfail" in page

@@ -32,6 +32,7 @@ from exporter.lab.scenario import load_scenario_text
 from exporter.lab.sink import LoggingSink
 from exporter.lab.stack import Notification, WebhookSink, free_port
 from exporter.results import ResultStore
+from exporter.routing.signals import Signals
 from tests.helpers.factories import make_check, make_result
 
 PAYLOADS = Path(__file__).parent / "testdata" / "notifications"
@@ -148,7 +149,8 @@ def test_a_region_with_failing_controls_is_inconclusive_in_the_terminal(caplog: 
     home = make_check("home", region="ap", service="shop")
     store = ResultStore()
     store.set_checks([control, home])
-    runtime = SimpleNamespace(checks=[control, home], store=store, config=None, omit_region_label=False)
+    runtime = SimpleNamespace(checks=[control, home], store=store, config=None, omit_region_label=False,
+                              signals=Signals())
 
     def runs(ok: bool, *ages: float) -> None:
         for age in ages:

@@ -51,6 +51,8 @@ class Run:
     notifications: list[Notification] = field(default_factory=list)
     meta_dns_ok_at_first_page: float | None = None  # meta DNS checks succeeding when the first page came
     meta_dns_checks: float | None = None
+    status: dict = field(default_factory=dict)  # the exporter's /api/v1/status just after the first page
+    landing: str = ""  # and its landing page
 
     def pages(self) -> list[Notification]:
         return [n for n in self.notifications if n.receiver == "pager" and n.payload.get("status") == "firing"]
@@ -84,6 +86,11 @@ async def _run(scenario, speed: float, seconds: float, *, stop_after_first_page:
             dns = 'probe_success{provider="meta",check="dns"}'
             run.meta_dns_ok_at_first_page = await _query_at(lab.stack.prometheus_url, f"sum({dns})", first)
             run.meta_dns_checks = await _query_at(lab.stack.prometheus_url, f"count({dns})", first)
+            async with aiohttp.ClientSession() as http:
+                async with http.get(lab.exporter_url + "/api/v1/status") as resp:
+                    run.status = await resp.json()
+                async with http.get(lab.exporter_url + "/") as resp:
+                    run.landing = await resp.text()
     return run
 
 
@@ -130,6 +137,18 @@ def test_2021_the_page_says_meta_status_page_is_unreachable(runs):
     text = json.dumps(first.payload)
     assert "OutageProviderRoutingLost" in text
     assert "Declared status: the status page is unreachable." in text, text[:3000]
+
+
+def test_2021_the_status_api_and_landing_page_name_bgp_first_and_the_silent_status_page(runs):
+    run = runs["2021"]
+    [meta] = [i for i in run.status["incidents"] if i["provider"] == "meta"]
+    assert meta["cause"] == "routing", meta
+    assert meta["summary"].startswith(
+        "meta: BGP, 2 prefixes holding meta's nameservers withdrawn (seen by 0 of 5 peers), "), meta
+    assert meta["summary"].endswith("; status page unreachable"), meta
+    assert [d["reachable"] for d in run.status["declared"] if d["provider"] == "meta"] == [False]
+    summary = run.landing.split("<div id='summary'", 1)[1].split("</div>", 1)[0]
+    assert "<p class='incident down'>meta: BGP, 2 prefixes holding meta&#x27;s nameservers withdrawn" in summary
 
 
 def test_a_feed_outage_alone_pages_nobody(runs):

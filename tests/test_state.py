@@ -6,26 +6,29 @@ Results are recorded into a real ResultStore at chosen times; the snapshot is ju
 from __future__ import annotations
 
 from exporter import state as st
-from exporter.config.model import AuthoritativeCheck
+from exporter.config.model import AuthoritativeCheck, RoutingConfig, RoutingPrefix, StatusPage
 from exporter.probers import result as r
 from exporter.probers.result import NameserverResult, ZoneReport
 from exporter.results import ResultStore
+from exporter.routing.feed import RoutingFeed
+from exporter.statuspage import StatusPagePoller
 from tests.helpers.factories import make_check, make_result
 
 NOW = 1_700_000_000.0
 REGIONS = [("eu-west", "Europe West"), ("us-east", "US East")]
 
 
-def _source(store: ResultStore, regions=REGIONS) -> st.Source:
+def _source(store: ResultStore, regions=REGIONS, signals: st.CauseSignals | None = None) -> st.Source:
     def source():
         inputs = [st.Input(check, check.region, tuple(state.window or ())) for check, state in store.items()]
-        return inputs, list(regions), {}
+        return inputs, list(regions), {}, signals or st.CauseSignals()
     return source
 
 
-def _snapshot(store: ResultStore, now: float = NOW, regions=REGIONS) -> st.Snapshot:
-    inputs, regions_, verdicts = _source(store, regions)()
-    return st.evaluate(inputs, regions_, now, verdicts=verdicts)
+def _snapshot(store: ResultStore, now: float = NOW, regions=REGIONS,
+              signals: st.CauseSignals | None = None) -> st.Snapshot:
+    inputs, regions_, verdicts, beside = _source(store, regions, signals)()
+    return st.evaluate(inputs, regions_, now, verdicts=verdicts, beside=beside)
 
 
 def _record(store: ResultStore, check, outcomes, *, end: float = NOW, every: float = 10.0, **kw) -> None:
@@ -160,8 +163,9 @@ def test_dns_signal_needs_most_resolvers_and_names_them() -> None:
     assert cell.causes == ("resolution",)
 
 
-def test_incident_ranks_authoritative_dns_before_resolution_and_http() -> None:
-    """The 2021 shape: nameservers silent, resolvers SERVFAIL/timeout, edges 503."""
+def _the_2021_shape() -> ResultStore:
+    """facebook and whatsapp of meta from both regions: nameservers silent, resolvers SERVFAIL/timeout,
+    edges 503."""
     store = ResultStore()
     checks = [c for name in ("facebook", "whatsapp") for region, _ in REGIONS
               for c in _service(name, "meta", region, authoritative=True)]
@@ -174,7 +178,12 @@ def test_incident_ranks_authoritative_dns_before_resolution_and_http() -> None:
             _record(store, check, [False] * 4, reason=reason)
         else:
             _record(store, check, [HTTP_503] * 4)
-    snap = _snapshot(store)
+    return store
+
+
+def test_incident_ranks_authoritative_dns_before_resolution_and_http() -> None:
+    """The 2021 shape: nameservers silent, resolvers SERVFAIL/timeout, edges 503."""
+    snap = _snapshot(_the_2021_shape())
     assert {p.provider: (p.state, p.outage) for p in snap.providers} == {"meta": (st.DOWN, True)}
     [incident] = snap.incidents
     assert incident.causes == ("authoritative", "resolution", "http")
@@ -221,7 +230,8 @@ def test_board_keeps_since_and_a_bounded_history() -> None:
 def test_a_slot_of_the_history_keeps_its_worst_state() -> None:
     check = make_check("a", service="shop", region="eu-west")
     runs: list = []
-    board = st.Board(lambda: ([st.Input(check, "eu-west", tuple(runs))], REGIONS[:1], {}), max_age=0)
+    board = st.Board(lambda: ([st.Input(check, "eu-west", tuple(runs))], REGIONS[:1], {}, st.CauseSignals()),
+                     max_age=0)
     start = (NOW // st.HISTORY_STEP) * st.HISTORY_STEP
     failed, passed = (ResultStore(), ResultStore())
     for store, ok in ((failed, False), (passed, True)):
@@ -243,3 +253,123 @@ def test_a_cell_names_the_status_code_of_an_earlier_failure_in_the_window() -> N
     cell = _snapshot(store, regions=REGIONS[:1]).cell("shop", "eu-west")
     assert cell is not None and cell.state == st.DOWN
     assert cell.reasons == ("dns_servfail", "HTTP 503")
+
+
+# --- routing (BGP) and declared status ---------------------------------------------------------------------
+def _routing(provider: str, state: str, *, peers: int = 0, seen: int = 5,
+             roles: tuple[str, ...] = ("nameservers", "nameservers")) -> st.RoutingVerdict:
+    prefixes = tuple(st.PrefixVerdict(f"127.10.{i}.0/24", role, state, peers if state == "lost" else seen, seen)
+                     for i, role in enumerate(roles))
+    return st.RoutingVerdict(provider, prefixes)
+
+
+def _declared(provider: str, reachable: bool | None, indicator: str | None = None) -> st.DeclaredStatus:
+    return st.DeclaredStatus(provider, reachable, indicator)
+
+
+def test_a_routing_loss_is_the_incidents_first_cause() -> None:
+    signals = st.CauseSignals(routing=(_routing("meta", "lost"),))
+    [incident] = _snapshot(_the_2021_shape(), signals=signals).incidents
+    assert incident.cause == "routing"
+    assert incident.causes == ("routing", "authoritative", "resolution", "http")
+    assert incident.summary(NOW + 60).startswith(
+        "meta: BGP, 2 prefixes holding meta's nameservers withdrawn (seen by 0 of 5 peers), "
+        "DNS, authoritative nameservers unreachable (0 of 2 answering), resolvers SERVFAIL/timeout, HTTP 503, "
+        "2 services, 2 regions, since ")
+
+
+def test_the_routing_phrase_names_each_role_with_the_best_seen_lost_prefix() -> None:
+    verdict = st.RoutingVerdict("meta", (
+        st.PrefixVerdict("127.10.0.0/24", "nameservers", "lost", 1, 5),
+        st.PrefixVerdict("127.10.1.0/24", "nameservers", "lost", 0, 6),
+        st.PrefixVerdict("127.10.2.0/24", "edges", "lost", 2, 7),
+        st.PrefixVerdict("127.10.3.0/24", "edges", "ok", 7, 7)))
+    assert verdict.state == "lost"
+    assert verdict.phrase() == ("BGP, 2 prefixes holding meta's nameservers withdrawn (seen by 1 of 6 peers), "
+                                "1 prefix holding meta's edges withdrawn (seen by 2 of 7 peers)")
+
+
+def test_declared_status_is_appended_against_what_is_measured() -> None:
+    store = _the_2021_shape()
+
+    def summary(declared: st.DeclaredStatus) -> str:
+        [incident] = _snapshot(store, signals=st.CauseSignals(declared=(declared,))).incidents
+        assert incident.cause == "authoritative"  # declared status changes no cause
+        return incident.summary(NOW + 60)
+
+    assert summary(_declared("meta", False)).endswith("(1 min); status page unreachable")
+    assert summary(_declared("meta", True, "none")).endswith(
+        "(1 min); status page says All Systems Operational while 2 services are down")
+    assert summary(_declared("meta", True, "major")).endswith("(1 min); status page: Partial System Outage")
+    assert summary(_declared("meta", None)).endswith("(1 min)")  # not polled yet: nothing to say
+    assert summary(_declared("other", False)).endswith("(1 min)")  # another provider's page
+
+
+def test_routing_and_declared_status_alone_open_no_incident_but_are_listed() -> None:
+    store = ResultStore()
+    checks = [c for region, _ in REGIONS for c in _service("facebook", "meta", region)]
+    store.set_checks(checks)
+    for check in checks:
+        _record(store, check, [True] * 4)
+    signals = st.CauseSignals(routing=(_routing("meta", "lost"), _routing("x", "ok")),
+                              declared=(_declared("meta", True, "critical"), _declared("y", False)))
+    snap = _snapshot(store, signals=signals)
+    assert snap.incidents == ()
+    assert snap.routing == signals.routing and snap.declared == signals.declared
+    assert st.signal_lines(snap.routing, snap.declared) == (
+        "meta: BGP, 2 prefixes holding meta's nameservers withdrawn (seen by 0 of 5 peers); "
+        "status page says Major System Outage",
+        "x: BGP ok (2 prefixes watched)",
+        "y: status page unreachable")
+
+
+def test_an_inconclusive_feed_names_no_bgp_cause() -> None:
+    verdict = st.RoutingVerdict("meta", (st.PrefixVerdict("127.10.0.0/24", "nameservers", "inconclusive", 0, 5),
+                                         st.PrefixVerdict("127.10.1.0/24", "nameservers", "lost", 0, 5)))
+    assert verdict.state == "inconclusive"  # the feed cannot be trusted: not even a lost prefix counts
+    snap = _snapshot(_the_2021_shape(), signals=st.CauseSignals(routing=(verdict,)))
+    [incident] = snap.incidents
+    assert incident.cause == "authoritative" and "BGP" not in incident.summary(NOW)
+    assert st.signal_lines(snap.routing, ()) == (
+        "meta: BGP inconclusive: the routing feed is down or stalled (2 prefixes watched)",)
+
+
+def test_the_board_keeps_the_routing_cause_and_declared_status() -> None:
+    signals = st.CauseSignals(routing=(_routing("meta", "lost"),), declared=(_declared("meta", False),))
+    board = st.Board(_source(_the_2021_shape(), signals=signals), max_age=0)
+    board.snapshot(NOW)
+    [incident] = board.snapshot(NOW + 120).incidents
+    assert incident.since == NOW and incident.cause == "routing"
+    assert incident.summary(NOW + 120).endswith("(2 min); status page unreachable")
+
+
+def test_verdicts_come_from_the_feeds_and_pages_own_state() -> None:
+    """The routing feed's and the status page poller's state as they hold it, judged by them."""
+    meta = tuple(RoutingPrefix(f"127.10.{i}.0/24", "meta") for i in (0, 1))
+    feed = RoutingFeed(RoutingConfig(enabled=True, endpoint="ws://127.0.0.1:9/", prefixes=(
+        *meta, RoutingPrefix("127.10.2.0/24", "x", "edges"))))
+    peers = [f"rrc00|10.0.0.{i}" for i in range(5)]
+    for prefix in feed.state.prefixes:
+        feed.state.load_initial(prefix, peers)
+    for p in meta:
+        feed.state.prefixes[p.prefix].seeing.clear()
+    feed.state.health.connected = feed.state.health.synced = True
+    feed.state.heard()
+    assert [(v.provider, v.state) for v in st.routing_verdicts(feed)] == [("meta", "lost"), ("x", "ok")]
+    assert st.routing_verdicts(feed)[0].phrase() == (
+        "BGP, 2 prefixes holding meta's nameservers withdrawn (seen by 0 of 5 peers)")
+    feed.state.health.connected = False
+    assert {v.state for v in st.routing_verdicts(feed)} == {"inconclusive"}
+
+    pages = (StatusPage("meta", "http://127.0.0.1:9/", components=(("Facebook", "facebook"),)),
+             StatusPage("x", "http://127.0.0.1:9/"), StatusPage("y", "http://127.0.0.1:9/"))
+    poller = StatusPagePoller(pages)
+    poller.states["meta"].polls = poller.states["meta"].failures = 1
+    x = poller.states["x"]
+    x.polls, x.reachable, x.indicator = 1, True, "none"
+    poller.states["y"].polls = 1  # the first poll is still out
+    assert st.declared_statuses(poller) == (st.DeclaredStatus("meta", False, None),
+                                            st.DeclaredStatus("x", True, "none"),
+                                            st.DeclaredStatus("y", None, None))
+    assert st.declared_statuses(poller)[1].summary() == "status page says All Systems Operational"
+    assert st.routing_verdicts(None) == () and st.declared_statuses(None) == ()

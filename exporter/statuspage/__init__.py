@@ -20,6 +20,9 @@ from exporter.config.model import StatusPage
 log = logging.getLogger("exporter.statuspage")
 
 INDICATORS = ("none", "minor", "major", "critical")
+# Statuspage's own words for each indicator (its status.description)
+INDICATOR_WORDS = {"none": "All Systems Operational", "minor": "Minor Service Outage",
+                   "major": "Partial System Outage", "critical": "Major System Outage"}
 COMPONENT_STATUSES = ("operational", "degraded_performance", "partial_outage", "major_outage",
                       "under_maintenance")
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a summary is kilobytes; anything this large is not one

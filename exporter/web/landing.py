@@ -76,6 +76,7 @@ _CSS = (
     ".strip{display:flex;gap:1px;margin-top:.3em;height:8px}.strip span{flex:0 0 3px;background:#ffffff33}"
     + "".join(f".strip span.{s},td.{s}{{background:{c}}}" for s, c in _COLOURS.items())
     + ".strip span{outline:1px solid #ffffff55}.vantage{margin:.3em 0 1em}.muted{color:#666}"
+    "#signals ul{margin:.2em 0 1em;padding-left:1.2em}"
 )
 
 # Polls the JSON API and updates the summary and the cells in place (nothing else on the page changes).
@@ -99,6 +100,10 @@ _SCRIPT = """
     sum.className=doc.incidents.length?"open":"";
     if(!doc.incidents.length)sum.appendChild(el("p","","No incidents: no service is down from any region."));
     doc.incidents.forEach(function(i){sum.appendChild(el("p","incident "+i.state,i.summary));});
+    var list=document.querySelector("#signals ul");
+    if(list){var by={};list.textContent="";
+      doc.routing.concat(doc.declared).forEach(function(x){(by[x.provider]=by[x.provider]||[]).push(x.summary);});
+      Object.keys(by).sort().forEach(function(p){list.appendChild(el("li","",p+": "+by[p].join("; ")));});}
     var cells={};doc.cells.forEach(function(c){cells[c.service+"\\u001f"+c.region]=c;});
     document.querySelectorAll("td.cell").forEach(function(td){
       var c=cells[td.dataset.service+"\\u001f"+td.dataset.region];if(c)fill(td,c);});
@@ -136,6 +141,7 @@ def render(
         items = " · ".join(f"<b>{e(k)}</b>: {e(v)}" for k, v in banner.items())
         out.append(f"<div class='banner'>{items}</div>")
     out.append(_summary(snap))
+    out.append(_signals(snap))
     out.append(_vantages(snap))
     out.append(_grid(snap))
     out.append(f"<p class='small muted' id='updated'>updated {clock(snap.generated_at)}</p>")
@@ -150,6 +156,16 @@ def _summary(snap: st.Snapshot) -> str:
     lines = "".join(f"<p class='incident {html.escape(i.state)}'>{html.escape(i.summary(snap.generated_at))}</p>"
                     for i in snap.incidents)
     return f"<div id='summary' class='open'>{lines}</div>"
+
+
+def _signals(snap: st.Snapshot) -> str:
+    """Routing and declared status per provider: a routing loss the probes do not confirm opens no
+    incident, and a status page opens none either, but both belong on screen."""
+    lines = st.signal_lines(snap.routing, snap.declared)
+    if not lines:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f"<div id='signals'><b>Routing and declared status</b><ul class='small'>{items}</ul></div>"
 
 
 def _vantages(snap: st.Snapshot) -> str:

@@ -140,8 +140,24 @@ def status_document(snap: st.Snapshot) -> dict[str, Any]:
         "cells": [_cell(c) for c in snap.cells],
         "incidents": [{"provider": i.provider, "state": i.state, "cause": i.cause, "causes": list(i.causes),
                        "details": list(i.details), "services": list(i.services), "regions": list(i.regions),
-                       "since": iso(i.since), "summary": i.summary(snap.generated_at)} for i in snap.incidents],
+                       "since": iso(i.since), "declared": i.declared or None, "summary": i.summary(snap.generated_at)}
+                      for i in snap.incidents],
+        "routing": [_routing(v) for v in snap.routing],
+        "declared": [_declared(d) for d in snap.declared],
     }
+
+
+def _routing(v: st.RoutingVerdict) -> dict[str, Any]:
+    return {"provider": v.provider, "state": v.state, "summary": v.summary(),
+            "prefixes": [{"prefix": p.prefix, "role": p.role, "state": p.state, "peers": p.peers,
+                          "peers_max": p.peers_max} for p in v.prefixes]}
+
+
+def _declared(d: st.DeclaredStatus) -> dict[str, Any]:
+    return {"provider": d.provider, "reachable": d.reachable, "indicator": d.indicator,
+            "description": d.description, "summary": d.summary(),
+            "components": [{"component": name, "service": service, "status": status}
+                           for name, service, status in d.components]}
 
 
 # --- /api/v2/summary.json (Atlassian Statuspage shape) -----------------------------------------------------
