@@ -121,3 +121,37 @@ def region_specs(regions: Sequence[RegionSpec | str] | None) -> tuple[RegionSpec
     if not out:
         raise ValueError("the lab needs at least one region")
     return tuple(out)
+
+
+class CatalogView:
+    """What a lab world (simulated or real) says of its catalog: its regions, sites and operators.
+
+    Both worlds set ``regions`` and ``sites``; the scenario player and the exporter config read these names.
+    """
+
+    regions: tuple[RegionSpec, ...]
+    sites: tuple[SiteSpec, ...]
+
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.regions)
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        """Every site with edges, controls included (each is a service in the exporter config)."""
+        return tuple(s.name for s in self.sites)
+
+    @property
+    def operators(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f.operator for f in FLEETS))
+
+    def service(self, name: str) -> SiteSpec:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise ValueError(f"unknown service {name!r} (known: {', '.join(self.service_names)})")
+
+    def _region(self, region: str) -> str:
+        if region not in self.region_names:
+            raise ValueError(f"unknown region {region!r} (known: {', '.join(self.region_names)})")
+        return region

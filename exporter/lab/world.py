@@ -42,7 +42,7 @@ PARENT_NAME = "parent.lab"
 _BIND_ATTEMPTS = 10
 
 
-class World:
+class World(c.CatalogView):
     def __init__(self, regions: Sequence[c.RegionSpec | str] | None = None, speed: float = 1.0, *,
                  tls: bool | None = None, seed: int = 0, dns_port: int = 0, http_port: int = 0,
                  styles: Mapping[str, Style] | None = None) -> None:
@@ -211,19 +211,6 @@ class World:
         return "https" if self.tls else "http"
 
     @property
-    def region_names(self) -> tuple[str, ...]:
-        return tuple(r.name for r in self.regions)
-
-    @property
-    def service_names(self) -> tuple[str, ...]:
-        """Every site with edges, controls included (each is a service in the exporter config)."""
-        return tuple(s.name for s in self.sites)
-
-    @property
-    def operators(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(f.operator for f in c.FLEETS))
-
-    @property
     def parent_address(self) -> str:
         return f"{a.PARENT}:{self.dns_port}"
 
@@ -234,12 +221,6 @@ class World:
     def client_ssl_context(self) -> ssl.SSLContext | None:
         """A client context trusting the lab CA (None without TLS)."""
         return self._ca.client_context() if self._ca is not None else None
-
-    def service(self, name: str) -> c.SiteSpec:
-        for s in self.sites:
-            if s.name == name:
-                return s
-        raise ValueError(f"unknown service {name!r} (known: {', '.join(self.service_names)})")
 
     def nameservers(self, zone: str) -> list[tuple[str, str]]:
         """(name, "ip:port") of the nameservers publishing ``zone``: targets for authoritative checks."""
@@ -400,11 +381,6 @@ class World:
         if z is None:
             raise ValueError(f"unknown zone {zone!r} (known: {', '.join(self.zones)})")
         return z
-
-    def _region(self, region: str) -> str:
-        if region not in self.region_names:
-            raise ValueError(f"unknown region {region!r} (known: {', '.join(self.region_names)})")
-        return region
 
     def _dns_server(self, address: str) -> ParentServer | ZoneServer:
         if address in ("parent", PARENT_NAME):

@@ -87,7 +87,7 @@ class Peer:
         return f"p{self.link}"
 
 
-class RealWorld:
+class RealWorld(c.CatalogView):
     tls = False
     ca_file = None
     scheme = "http"
@@ -326,26 +326,8 @@ class RealWorld:
     # --- addresses (the simulated World's API) -------------------------------------------------------
 
     @property
-    def region_names(self) -> tuple[str, ...]:
-        return tuple(r.name for r in self.regions)
-
-    @property
-    def service_names(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.sites)
-
-    @property
-    def operators(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(f.operator for f in c.FLEETS))
-
-    @property
     def parent_address(self) -> str:
         return f"{plan.PARENT}:{self.dns_port}"
-
-    def service(self, name: str) -> c.SiteSpec:
-        for s in self.sites:
-            if s.name == name:
-                return s
-        raise ValueError(f"unknown service {name!r} (known: {', '.join(self.service_names)})")
 
     def resolver_addresses(self, region: str) -> list[str]:
         ri = self.region_names.index(self._region(region))
@@ -559,11 +541,6 @@ class RealWorld:
                 "addresses": self.netns.ip(ns, "-o", "addr", "show").stdout.splitlines(),
             }
         return out
-
-    def _region(self, region: str) -> str:
-        if region not in self.region_names:
-            raise ValueError(f"unknown region {region!r} (known: {', '.join(self.region_names)})")
-        return region
 
 
 def _stack_binary(kind: str) -> str:
