@@ -11,10 +11,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from benchmarks import accuracy, cpu, report, scale
+from benchmarks import accuracy, baseline, cpu, report, scale
 from benchmarks.context import Context
 from benchmarks.exporters import modules_file
 from benchmarks.machine import EVENT_LOOP_ENV, describe
@@ -32,13 +32,15 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile(cpu.CpuSettings(), scale.ScaleSettings(), accuracy.AccuracySettings()),
+    "full": Profile(cpu.CpuSettings(), scale.ScaleSettings(workers=(1, 2)), accuracy.AccuracySettings()),
     "quick": Profile(cpu.CpuSettings(window=10.0, warmup=3.0, rounds=2),
-                     scale.ScaleSettings(sizes=(1_000, 10_000), window=15.0, metrics_samples=3),
+                     scale.ScaleSettings(sizes=(1_000, 10_000), window=15.0, metrics_samples=3, workers=(1, 2)),
                      accuracy.AccuracySettings(duration=15.0)),
     # For the smoke test: every code path, tiny loads, well under a minute.
-    "tiny": Profile(cpu.CpuSettings(rate=100.0, window=2.0, warmup=1.0, rounds=1, interval=1.0),
-                    scale.ScaleSettings(sizes=(200,), interval=2.0, window=2.0, metrics_samples=1),
+    # CPU: two rounds of 4 s (400 probes each, tens of 10 ms clock ticks per mode), so that the baseline check
+    # (on the cheapest round's ratio) holds on a loaded machine.
+    "tiny": Profile(cpu.CpuSettings(rate=100.0, window=4.0, warmup=1.0, rounds=2, interval=1.0),
+                    scale.ScaleSettings(sizes=(200,), interval=2.0, window=2.0, metrics_samples=1, workers=(2,)),
                     accuracy.AccuracySettings(background_rate=50.0, background_interval=1.0, delayed_checks=10,
                                               delayed_interval=1.0, duration=3.0, warmup=1.0)),
 }
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=None, help="CPU rounds (default: 3, --quick 2)")
     p.add_argument("--rate", type=float, default=None, help="CPU benchmark probe rate per second (default 200)")
     p.add_argument("--sizes", type=_sizes, default=None, help="scale: comma-separated check counts")
+    p.add_argument("--workers", type=_sizes, default=None,
+                   help="scale: comma-separated --workers counts, each size runs with each (default: 1,2)")
     p.add_argument("--dns-server", choices=("auto", "knot", "nsd"), default="auto",
                    help="authoritative DNS target (auto: knot if installed, else nsd)")
     p.add_argument("--event-loop", choices=("auto", "uvloop", "asyncio"), default=None,
@@ -93,6 +97,8 @@ def profile_for(ns: argparse.Namespace) -> Profile:
     if ns.rate is not None:
         cpu_settings = replace(cpu_settings, rate=ns.rate)
     scale_settings = prof.scale if ns.sizes is None else replace(prof.scale, sizes=ns.sizes)
+    if ns.workers is not None:
+        scale_settings = replace(scale_settings, workers=ns.workers)
     return Profile(cpu_settings, scale_settings, prof.accuracy)
 
 
@@ -140,10 +146,12 @@ def _run(ctx: Context, prof: Profile, only: tuple[str, ...]) -> dict:
     def log(line: str) -> None:
         print(line, flush=True)
 
-    results: dict = {"cpu": None, "scale": None, "accuracy": None}
+    results: dict = {"cpu": None, "scale": None, "accuracy": None, "baseline": None}
     if "cpu" in only:
         log("\nrunning: CPU per 1,000 probes")
         results["cpu"] = cpu.run_cpu(ctx, prof.cpu, log)
+        if baseline.PATH.exists():
+            results["baseline"] = baseline.compare(cpu.ratios(results["cpu"].samples, pick=min), baseline.load())
     if "scale" in only:
         log("\nrunning: scale")
         results["scale"] = scale.run_scale(ctx, prof.scale, log)
@@ -157,6 +165,8 @@ def _print(results: dict) -> None:
     sections = []
     if results["cpu"] is not None:
         sections.append(report.cpu_text(results["cpu"]))
+    if results["baseline"] is not None:
+        sections.append(report.baseline_text(results["baseline"]))
     if results["scale"] is not None:
         sections.append(report.scale_text(results["scale"]))
     if results["accuracy"] is not None:
@@ -169,6 +179,8 @@ def _json(results: dict, prof: Profile) -> dict:
     out: dict = {}
     if results["cpu"] is not None:
         out["cpu"] = results["cpu"].to_json()
+    if results["baseline"] is not None:
+        out["baseline"] = [{**asdict(c), "regressed": c.regressed} for c in results["baseline"]]
     if results["scale"] is not None:
         out["scale"] = scale.to_json(results["scale"], prof.scale)
     if results["accuracy"] is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from benchmarks.exporters import REPO, scheduled_file
 from benchmarks.scale import scale_services
 
-_FORCE_PURE = "from exporter.config import loader as L; L.YAML_LOADER = L.YAML_LOADERS['python']; "
+_FORCE_PURE = "from exporter.config import reading as R; R.YAML_LOADER = R.YAML_LOADERS['python']; "
 
 
 def run_once(config: Path, *, pure: bool) -> tuple[float, float]:

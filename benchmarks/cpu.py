@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -123,7 +123,7 @@ def run_cpu(ctx: Context, settings: CpuSettings, log=print) -> CpuResult:
         if blackbox is not None:
             blackbox.stop()
     rows = summarise(samples)
-    return CpuResult(settings, samples, rows, ratios(rows))
+    return CpuResult(settings, samples, rows, ratios(samples))
 
 
 def _scheduled(ctx: Context, settings: CpuSettings, protocol: str, rnd: int) -> CpuSample:
@@ -202,12 +202,18 @@ def summarise(samples: list[CpuSample]) -> list[CpuRow]:
     return rows
 
 
-def ratios(rows: list[CpuRow]) -> dict[str, dict[str, float]]:
-    """Median CPU per probe of each of our modes divided by blackbox_exporter's, per protocol."""
-    out: dict[str, dict[str, float]] = {}
-    by_key = {(r.protocol, r.mode): r for r in rows}
-    for (protocol, mode), row in by_key.items():
-        theirs = by_key.get((protocol, "blackbox"))
+def ratios(samples: list[CpuSample], pick: Callable[[list[float]], float] = statistics.median,
+           ) -> dict[str, dict[str, float]]:
+    """Per protocol, the median over rounds of each of our modes' CPU per probe divided by blackbox_exporter's
+    in the same round. A round's modes run minutes apart at most, so they share the load of a busy machine;
+    a burst of load in one round then moves that round's ratio, not the medians of one mode only."""
+    per_round: dict[tuple[str, str], list[float]] = {}
+    by_key = {(s.protocol, s.mode, s.round): s for s in samples if s.probes > 0}
+    for (protocol, mode, rnd), sample in by_key.items():
+        theirs = by_key.get((protocol, "blackbox", rnd))
         if mode != "blackbox" and theirs is not None and theirs.ms_per_1k > 0:
-            out.setdefault(protocol, {})[mode] = row.ms_per_1k / theirs.ms_per_1k
+            per_round.setdefault((protocol, mode), []).append(sample.ms_per_1k / theirs.ms_per_1k)
+    out: dict[str, dict[str, float]] = {}
+    for (protocol, mode), values in sorted(per_round.items(), key=lambda kv: (kv[0][0] != "http", kv[0][1])):
+        out.setdefault(protocol, {})[mode] = pick(values)
     return out

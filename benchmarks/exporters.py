@@ -100,11 +100,12 @@ class Prober:
         self.proc.stop()
 
 
-def start_ours(config: Path, workdir: Path, cpus: Sequence[int], *, name: str = "outage-exporter") -> Prober:
-    """``python -m exporter`` from this checkout, ready when /-/ready answers 200."""
+def start_ours(config: Path, workdir: Path, cpus: Sequence[int], *, name: str = "outage-exporter",
+               args: Sequence[str] = ()) -> Prober:
+    """``python -m exporter`` from this checkout (with ``args``), ready when /-/ready answers 200."""
     port = free_port()
     cmd = [sys.executable, "-m", "exporter", "--config.file", str(config),
-           "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warn"]
+           "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warn", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = Managed(name, pinned(cmd, cpus), log=workdir / f"{name}.log", cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"

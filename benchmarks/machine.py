@@ -7,8 +7,9 @@ import platform
 import re
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 from benchmarks.exporters import REPO, blackbox_binary
@@ -16,6 +17,10 @@ from benchmarks.targets import find
 
 EVENT_LOOP_ENV = "OUTAGE_EXPORTER_EVENT_LOOP"
 _WHICH_LOOP = "from exporter import eventloop; print(eventloop.choose()[0])"
+# The distributions a probe's cost depends on: the exporter's direct dependencies, the event loop, and what
+# aiohttp is built from (its URL, header and parser libraries change the cost per request between releases).
+PACKAGES = ("aiohttp", "dnspython", "prometheus-client", "pyyaml", "uvloop", "yarl", "multidict", "propcache",
+            "frozenlist", "aiohappyeyeballs", "aiosignal", "bcrypt")
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class Machine:
     blackbox: str
     nginx: str
     dns_server: str
+    packages: dict[str, str] = field(default_factory=dict)  # distribution -> version ("absent" if not installed)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -53,7 +59,20 @@ def describe(command: str, pinning: str, dns_software: str) -> Machine:
         blackbox=_version([blackbox_binary(), "--version"], r"version (\S+)"),
         nginx=_version([find("nginx"), "-v"], r"nginx/(\S+)"),
         dns_server=_dns_version(dns_software),
+        packages=package_versions(),
     )
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Installed versions as the exporter's interpreter (this one: it is started with ``sys.executable``) sees
+    them, so two runs' figures can be told apart by what they ran with."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
 
 
 def _cpu_model() -> str:

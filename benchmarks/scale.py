@@ -10,6 +10,10 @@ one full interval of warm-up (every check has run once), a window of at least on
 - RSS: the highest resident size sampled each second in the window, and VmHWM;
 - /metrics: client-side time of a full GET (request sent to last byte read) for a few scrapes spread over
   the window, and the body size. Those scrapes belong to the load, as Prometheus's would.
+
+Each size runs once per worker count (``--workers``): with N workers the exporter is pinned to N CPUs (the
+first N usable ones; on a machine with no more than N CPUs they are shared with the targets and the load
+driver, which the table says). CPU and RSS then cover the parent and every worker process.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from benchmarks import promtext
 from benchmarks.context import Context, sleep_until
 from benchmarks.exporters import dns_check, http_check, scheduled_file, start_ours
 from benchmarks.procs import cpu_seconds, http_get, peak_rss_bytes, rss_bytes
+from tests.helpers.processes import children
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class ScaleSettings:
     interval: float = 15.0
     window: float = 30.0  # at least one interval
     metrics_samples: int = 4  # timed /metrics scrapes inside the window (plus the two at its edges)
+    workers: tuple[int, ...] = (1,)  # --workers of the exporter: every size runs once with each
 
 
 @dataclass(frozen=True)
@@ -53,18 +59,36 @@ class ScaleRow:
     metrics_seconds_median: float
     metrics_seconds_max: float
     metrics_bytes: int
+    workers: int = 1
+    cpus: str = ""  # the CPUs the exporter was pinned to, "+shared" when the targets ran there too
+    cpu_ms_per_probe: float = 0.0  # CPU time of the parent and its workers per probe run
+    process_rss_bytes: tuple[int, ...] = ()  # the parent's highest RSS, then each worker's
+    process_cpu_utilisation: tuple[float, ...] = ()  # the parent's CPU seconds per second, then each worker's
+    first_scrape_seconds: float = math.nan  # the first GET /metrics, as soon as /-/ready answers
 
 
 def run_scale(ctx: Context, settings: ScaleSettings, log=print) -> list[ScaleRow]:
     rows = []
     for size in settings.sizes:
-        ctx.check_targets()
-        row = _one_size(ctx, settings, size)
-        log(f"  scale {size:>6} checks: {row.probes_per_second:7.1f}/{row.target_rate:.1f} probes/s, "
-            f"lag p99 {row.sched_lag_p99 * 1000:.1f} ms, RSS {row.rss_bytes / 2**20:.0f} MiB, "
-            f"/metrics {row.metrics_seconds_median * 1000:.0f} ms ({row.metrics_bytes / 2**20:.1f} MiB)")
-        rows.append(row)
+        for workers in settings.workers:
+            ctx.check_targets()
+            row = _one_size(ctx, settings, size, workers)
+            log(f"  scale {size:>6} checks, {workers} worker(s): {row.probes_per_second:7.1f}/{row.target_rate:.1f} "
+                f"probes/s, lag p99 {row.sched_lag_p99 * 1000:.1f} ms, CPU/probe {row.cpu_ms_per_probe:.3f} ms, "
+                f"RSS {row.rss_bytes / 2**20:.0f} MiB, /metrics {row.metrics_seconds_median * 1000:.0f} ms "
+                f"({row.metrics_bytes / 2**20:.1f} MiB)")
+            rows.append(row)
     return rows
+
+
+def worker_cpus(ctx: Context, workers: int) -> tuple[tuple[int, ...], str]:
+    """The CPUs an exporter with ``workers`` workers is pinned to, and how the table names them."""
+    if not ctx.cores.pinned or workers <= len(ctx.cores.prober):
+        cpus = ctx.cores.prober
+    else:
+        cpus = tuple(sorted(ctx.cores.prober + ctx.cores.others))[:workers]
+    shared = bool(set(cpus) & set(ctx.cores.others))
+    return cpus, (",".join(map(str, cpus)) or "any") + ("+shared" if shared else "")
 
 
 def scale_services(size: int, http_url: str, dns_server: str) -> list[tuple[str, list[dict]]]:
@@ -75,36 +99,61 @@ def scale_services(size: int, http_url: str, dns_server: str) -> list[tuple[str,
     return services
 
 
-def _one_size(ctx: Context, settings: ScaleSettings, size: int) -> ScaleRow:
-    workdir = ctx.subdir(f"scale/{size}")
+def _one_size(ctx: Context, settings: ScaleSettings, size: int, workers: int) -> ScaleRow:
+    workdir = ctx.subdir(f"scale/{size}-w{workers}")
+    cpus, cpu_names = worker_cpus(ctx, workers)
     config = scheduled_file(workdir / "config.json", scale_services(size, ctx.targets.http_url, ctx.targets.dns_server),
                             interval=settings.interval, dns_server=ctx.targets.dns_server)
     launched = time.monotonic()
-    prober = start_ours(config, workdir, ctx.cores.prober, name="outage-exporter-scale")
+    prober = start_ours(config, workdir, cpus, name="outage-exporter-scale", args=("--workers", str(workers)))
     try:
         startup = time.monotonic() - launched
+        first_scrape = http_get(prober.url + "/metrics")[1]  # right after ready: nothing rendered or cached yet
         time.sleep(settings.interval + 1.0)
         window = max(settings.window, settings.interval)
         started = time.monotonic()
-        cpu0 = cpu_seconds(prober.pid)
+        pids = [prober.pid, *children(prober.pid)]
+        cpu0 = _each(cpu_seconds, pids)
         first, t_first = http_get(prober.url + "/metrics")
-        timings, rss = [t_first], [rss_bytes(prober.pid)]
+        timings, rss = [t_first], [_rss(pids)]
         samples = settings.metrics_samples
         scrape_at = [started + window * (i + 1) / (samples + 1) for i in range(samples)]
         while time.monotonic() < started + window:
             if scrape_at and time.monotonic() >= scrape_at[0]:
                 scrape_at.pop(0)
                 timings.append(http_get(prober.url + "/metrics")[1])
-            rss.append(rss_bytes(prober.pid))
+            rss.append(_rss(pids))
             sleep_until(min([started + window, time.monotonic() + 1.0, *scrape_at[:1]]))
-        cpu1 = cpu_seconds(prober.pid)
+        cpu1 = _each(cpu_seconds, pids)
         elapsed = time.monotonic() - started
         last, t_last = http_get(prober.url + "/metrics")
         timings.append(t_last)
-        peak = peak_rss_bytes(prober.pid)
+        peak = sum(_each(peak_rss_bytes, pids))
     finally:
         prober.stop()
-    return _row(size, settings.interval, startup, first, last, elapsed, cpu1 - cpu0, timings, rss, peak)
+    per_process = tuple(max(sample[i] for sample in rss) for i in range(len(pids)))
+    cpu = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
+    row = _row(size, settings.interval, startup, first, last, elapsed, sum(cpu), timings,
+               [sum(sample) for sample in rss], peak)
+    probes = row.probes_per_second * elapsed
+    return replace(row, workers=workers, cpus=cpu_names, process_rss_bytes=per_process,
+                   first_scrape_seconds=first_scrape, process_cpu_utilisation=tuple(c / elapsed for c in cpu),
+                   cpu_ms_per_probe=sum(cpu) / probes * 1000 if probes else math.nan)
+
+
+def _each(read, pids: list[int]) -> list:
+    """``read(pid)`` for each process, 0 for one that has exited (a restarted worker shows as a drop)."""
+    out = []
+    for pid in pids:
+        try:
+            out.append(read(pid))
+        except (OSError, ValueError):
+            out.append(0)
+    return out
+
+
+def _rss(pids: list[int]) -> list[int]:
+    return _each(rss_bytes, pids)
 
 
 def _delta(first: bytes, last: bytes, name: str) -> float:

@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from exporter.config.addresses import parse_dns_server
 from exporter.config.model import (
     AuthoritativeCheck,
     CheckConfig,
@@ -116,57 +117,6 @@ def _expand_one(service: Service, cc: CheckConfig, region: Region) -> Iterable[C
         yield Check(target=target, resolver="", key=key, two_path=cc.two_path, **common)
 
 
-def parse_dns_server(text: str) -> Resolver:
-    """Parse a resolver / DNS server address: ``ip``, ``ip:port``, ``[v6]:port``, ``tls://ip[:port]``.
-
-    ``system`` is expanded by the config loader (it needs /etc/resolv.conf); here it is rejected.
-    Raises ValueError with a message fit for a config error.
-    """
-    import ipaddress
-
-    raw = text.strip()
-    tls = False
-    if raw.startswith("tls://"):
-        tls, raw = True, raw[len("tls://"):]
-    elif "://" in raw:
-        raise ValueError(f"unsupported resolver scheme in {text!r} (use ip, ip:port or tls://ip[:port])")
-    default_port = 853 if tls else 53
-    host, port = raw, default_port
-    if raw.startswith("["):
-        end = raw.find("]")
-        if end < 0:
-            raise ValueError(f"invalid resolver address {text!r}: missing ']'")
-        host = raw[1:end]
-        rest = raw[end + 1:]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"invalid resolver address {text!r}")
-            port = _port(rest[1:], text)
-    elif raw.count(":") == 1:
-        host, p = raw.split(":")
-        port = _port(p, text)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"invalid resolver address {text!r}: expected an IP address, not a hostname") from None
-    return Resolver(name=text.strip(), host=host, port=port, tls=tls)
-
-
-def parse_dns_server_or_host(text: str) -> Resolver:
-    """Like parse_dns_server, but a hostname (``ns1.example.com[:53]``) is kept for the prober to resolve."""
-    try:
-        return parse_dns_server(text)
-    except ValueError:
-        host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
-        return Resolver(name=text, host=host or text, port=_port(port, text) if port else 53)
-
-
-def _port(p: str, text: str) -> int:
-    if not p.isdigit() or not 0 < int(p) < 65536:
-        raise ValueError(f"invalid port in resolver address {text!r}")
-    return int(p)
-
-
 # --- sharding: N replicas of one region split its checks -------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -200,20 +150,26 @@ def parse_shard(text: str) -> Shard:
     return Shard(int(index), int(count))
 
 
-def shard_of(key: str, count: int) -> int:
+def shard_of(key: str, count: int, *, salt: bytes = b"shard") -> int:
     """The 1-based shard of a check identity among ``count`` shards: a jump consistent hash.
 
     Stable across processes and restarts (no Python ``hash()``), even in expectation, and going from N to
     N+1 shards moves only about 1/(N+1) of the checks, so a resize does not reshuffle every check's
-    schedule and counters.
+    schedule and counters. A different ``salt`` gives an independent split (``worker_of``).
     """
-    h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8, person=b"shard").digest(), "big")
+    h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8, person=salt).digest(), "big")
     bucket, j = -1, 0
     while j < count:
         bucket = j
         h = (h * 2862933555777941757 + 1) % 2**64
         j = int((bucket + 1) * (2**31 / ((h >> 33) + 1)))
     return bucket + 1
+
+
+def worker_of(key: str, count: int) -> int:
+    """The 1-based worker process (``--workers``) of a check: like ``shard_of`` but independent of it, so
+    the workers of one ``--shard`` replica get even shares, and every check (controls too) runs once."""
+    return shard_of(key, count, salt=b"worker")
 
 
 def select_shard(checks: Iterable[Check], shard: Shard | None) -> list[Check]:

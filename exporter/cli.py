@@ -1,7 +1,8 @@
 """Command line: run the exporter, check a config, probe once, or run the outage lab demo.
 
     outage-exporter [--config.file F] [--web.listen-address ADDR] [--region R] [--log.level L]
-                    [--log.format logfmt|json] [--config.check] [--shard I/N] [--region.omit-label]
+                    [--log.format logfmt|json] [--config.check] [--shard I/N] [--workers N]
+                    [--region.omit-label]
     outage-exporter probe --module M --target T [--region R] [--hostname H] [--config.file F]
                           [--query-name NAME] [--query-type TYPE]
     outage-exporter demo [--scenario NAME] [--speed X] [--web.listen-address ADDR] [--list] [--backend sim|real]
@@ -11,27 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import logging
-import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from exporter import __version__, eventloop, logs
 from exporter.config import ConfigError, parse_size
-from exporter.config.loader import GC_PAUSE, MAX_CONFIG_BYTES
-
-DEFAULT_LISTEN = ":19115"  # blackbox_exporter uses 9115; the 9100-9999 range is fully allocated
-log = logging.getLogger("exporter")
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``host:port`` or ``:port`` (all interfaces) -> (host, port); raises ArgumentTypeError."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"invalid listen address {value!r} (expected host:port or :port)")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
+from exporter.config.reading import GC_PAUSE, MAX_CONFIG_BYTES
+from exporter.server import DEFAULT_LISTEN, parse_listen, serve
+from exporter.workers import default_workers
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -66,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=_shard, default=None, metavar="I/N",
                    help="run shard I of N (numbered from 1): N replicas with --shard 1/N .. N/N probe every "
                         "check exactly once between them; control checks run on every shard")
+    p.add_argument("--workers", type=_workers, default=None, metavar="N",
+                   help="probe in N worker processes; the web server, /probe and /metrics stay in this one "
+                        "(default: the CPUs this process may use, by affinity and cgroup quota; 1 probes in "
+                        "this process)")
     p.add_argument("--region.omit-label", dest="omit_region_label", action="store_true",
                    help="leave the region label out of /metrics (one region per exporter): the agent's "
                         "external label or a scrape target label names the region instead")
@@ -88,6 +80,12 @@ def _size(text: str) -> int:
     if size < 1:
         raise argparse.ArgumentTypeError("must be at least 1 byte")
     return size
+
+
+def _workers(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid worker count {text!r}: expected a whole number of at least 1")
+    return int(text)
 
 
 def _shard(text: str):
@@ -128,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_main(ns)
     try:
         return eventloop.run(serve(ns.config_file, ns.listen, region=ns.region, shard=ns.shard,
+                                   workers=ns.workers or default_workers(),
                                    omit_region_label=ns.omit_region_label,
                                    web_config_file=ns.web_config_file, disable_probe=ns.disable_probe,
                                    config_max_bytes=ns.config_max_bytes))
@@ -153,115 +152,6 @@ def _check_main(ns: argparse.Namespace) -> int:
               (len(config.services), "service"), (n, "scheduled check")]
     print(f"{config.source}: OK: " + ", ".join(f"{k} {what}{'' if k == 1 else 's'}" for k, what in counts))
     return 0
-
-
-async def serve(config_file: str | None, listen: tuple[str, int], *, region: str | None = None,
-                runtime=None, stop_event: asyncio.Event | None = None, shard=None,
-                omit_region_label: bool = False, web_config_file: str | None = None,
-                disable_probe: bool = False, config_max_bytes: int = MAX_CONFIG_BYTES) -> int:
-    """Run the exporter until SIGINT/SIGTERM (or ``stop_event``). SIGHUP reloads the config.
-
-    Returns 0 after a clean shutdown (bounded by SHUTDOWN_SECONDS), 1 when the listen address cannot be
-    bound (logged, no traceback).
-    """
-    from aiohttp import web
-
-    from exporter.runtime import Runtime
-    from exporter.web.app import make_app
-
-    rt = runtime or Runtime(config_file, region=region, shard=shard, omit_region_label=omit_region_label,
-                            config_max_bytes=config_max_bytes)
-    security = _web_security(web_config_file, rt)
-    await rt.start()
-    rt.ready = False  # ready (/-/ready) once the listener is up too
-    app = make_app(rt, security=security, disable_probe=disable_probe)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=HANDLER_GRACE_SECONDS)
-    await runner.setup()
-    address = format_listen(listen)
-    ssl_context = security.ssl_context if security is not None else None
-    try:
-        await web.TCPSite(runner, listen[0], listen[1], reuse_address=True, ssl_context=ssl_context).start()
-    except OSError as exc:  # address in use, not a local address, unknown host name
-        log.error("cannot listen", extra={"fields": {"address": address, "err": str(exc)}})
-        await rt.stop()
-        await runner.cleanup()
-        return 1
-    rt.ready = True
-    bound = ", ".join(format_listen(a[:2]) for a in runner.addresses)  # the real port when asked for port 0
-    log.info("listening", extra={"fields": {"address": bound, "version": __version__,
-                                          "loop": eventloop.running_name()}})
-    stop = stop_event or asyncio.Event()
-    with _signals(stop, rt):  # still installed while shutting down: a second SIGTERM changes nothing
-        await stop.wait()
-        log.info("shutting down")
-        await _shutdown(rt, runner)
-    return 0
-
-
-HANDLER_GRACE_SECONDS = 1.0  # requests other than /probe (a /metrics scrape) may finish within this
-SHUTDOWN_SECONDS = 5.0  # SIGTERM to exit, at most, even with probes waiting on black-holed targets
-
-
-async def _shutdown(rt, runner) -> None:
-    """Stop accepting, cancel /probe requests and scheduled probes in flight, close every socket.
-
-    The listeners close first, then /probe handlers are cancelled (the app's on_shutdown) and other
-    requests get HANDLER_GRACE_SECONDS; then the scheduler cancels its probes. Each step is bounded so the
-    whole takes at most about SHUTDOWN_SECONDS.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SHUTDOWN_SECONDS
-    try:
-        async with asyncio.timeout_at(deadline - SHUTDOWN_SECONDS / 2):
-            await runner.cleanup()
-    except TimeoutError:
-        log.warning("HTTP server did not stop in time; closing anyway")
-    await rt.stop(wait=max(deadline - loop.time() - 0.5, 0.1))
-    log.debug("stopped", extra={"fields": {"seconds": round(SHUTDOWN_SECONDS - (deadline - loop.time()), 3)}})
-
-
-def _web_security(path: str | None, rt):
-    """The --web.config.file, loaded before anything starts; reloaded with the config."""
-    if path is None:
-        return None
-    from exporter.web.webconfig import WebSecurity
-
-    try:
-        security = WebSecurity(path, on_load=rt.self_metrics.web_config_loaded)
-    except ConfigError as exc:
-        raise ConfigError("", f"--web.config.file {path}: {exc}") from None
-    rt.reload_hooks.append(security.reload)
-    return security
-
-
-def format_listen(listen: tuple[str, int]) -> str:
-    host, port = listen
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@contextlib.contextmanager
-def _signals(stop: asyncio.Event, rt) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``stop``; SIGHUP reloads. Handlers are removed again on exit (embedding, tests)."""
-    loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
-
-    def reload() -> None:
-        task = asyncio.ensure_future(rt.reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
-
-    installed = []
-    for signum, handler in ((signal.SIGINT, stop.set), (signal.SIGTERM, stop.set), (signal.SIGHUP, reload)):
-        try:
-            loop.add_signal_handler(signum, handler)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
-            continue
-        installed.append(signum)
-    try:
-        yield
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
 
 
 def _probe_main(ns: argparse.Namespace) -> int:
@@ -315,7 +205,7 @@ def with_query(module, query_name: str | None, query_type: str | None):
 
     import dns.rdatatype
 
-    from exporter.config.loader import _dns_enum, _dns_name
+    from exporter.config.modules import dns_enum, dns_name
 
     if query_name is None and query_type is None:
         return module
@@ -323,8 +213,8 @@ def with_query(module, query_name: str | None, query_type: str | None):
         raise ValueError(f"--query-name and --query-type apply to dns modules; {module.name!r} is "
                          f"{module.prober}")
     try:
-        name = _dns_name(query_name, "--query-name") if query_name is not None else module.dns.query_name
-        rtype = (_dns_enum(dns.rdatatype, "query type")(query_type, "--query-type") if query_type is not None
+        name = dns_name(query_name, "--query-name") if query_name is not None else module.dns.query_name
+        rtype = (dns_enum(dns.rdatatype, "query type")(query_type, "--query-type") if query_type is not None
                  else module.dns.query_type)
     except ConfigError as exc:
         raise ValueError(str(exc)) from None

@@ -1,7 +1,8 @@
-"""Which event loop runs the exporter: uvloop when it is installed (the ``fast`` extra).
+"""Which event loop runs the exporter: uvloop when it is installed (a default dependency wherever it builds).
 
 Every probe, timer and scrape shares one loop, so the loop's own overhead is paid thousands of times a
-second; uvloop cuts it noticeably. It stays optional: the exporter behaves the same on the standard loop.
+second; uvloop cuts it (docs/performance.md). Where uvloop does not install (Windows, PyPy) the exporter
+runs, and behaves the same, on the standard loop.
 ``OUTAGE_EXPORTER_EVENT_LOOP=asyncio`` forces the standard loop (to compare, or to rule uvloop out when
 debugging); ``uvloop`` makes a missing uvloop an error instead of a silent fallback.
 """

@@ -9,19 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from exporter import checks as checks_mod
 from exporter.checks import Check
 from exporter.config import ConfigError, load_config
-from exporter.config.loader import GC_PAUSE, MAX_CONFIG_BYTES, ReferencedFile, check_readable, referenced_files
+from exporter.config.addresses import parse_dns_server_or_host
 from exporter.config.model import Config, Module, Region
+from exporter.config.reading import GC_PAUSE, MAX_CONFIG_BYTES, check_readable
+from exporter.config.references import ReferencedFile, referenced_files
 from exporter.exposition.self_metrics import SelfMetrics
 from exporter.looplag import LoopLagMonitor
 from exporter.results import ResultStore
 from exporter.routing.signals import Signals
-from exporter.scheduler import Scheduler
+from exporter.scheduler import ProberFn, Scheduler
+from exporter.workers.pool import WorkerPool
 
 log = logging.getLogger("exporter.runtime")
 
@@ -45,6 +48,7 @@ class Runtime:
     config_path: str | None
     region: str | None = None  # --region: restrict to (or name) this region
     shard: checks_mod.Shard | None = None  # --shard i/N: run only this replica's share of the checks
+    workers: int = 1  # --workers N: probe in N worker processes (exporter.workers); 1 probes in this one
     omit_region_label: bool = False  # --region.omit-label: the collector (agent, target label) adds region
     resolv_conf: str = "/etc/resolv.conf"
     config_max_bytes: int = MAX_CONFIG_BYTES  # --config.max-size: larger config files are refused
@@ -52,7 +56,7 @@ class Runtime:
     checks: list[Check] = field(default_factory=list)
     store: ResultStore = field(default_factory=ResultStore)
     self_metrics: SelfMetrics = field(default_factory=SelfMetrics)
-    scheduler: Scheduler | None = None
+    scheduler: Scheduler | WorkerPool | None = None
     looplag: LoopLagMonitor | None = None
     signals: Signals = field(default_factory=Signals)  # routing feed and status pages (exporter/routing)
     ready: bool = False
@@ -79,7 +83,7 @@ class Runtime:
     def expand_checks(self, config: Config) -> list[Check]:
         """The checks this process schedules for ``config`` (all regions, or only the --region one)."""
         only = self.region if self.region is not None and config.regions else None
-        with GC_PAUSE:  # tens of thousands of new objects and no garbage: see loader._GCPause
+        with GC_PAUSE:  # tens of thousands of new objects and no garbage: see reading._GCPause
             checks = checks_mod.select_shard(checks_mod.expand(config, only_region=only), self.shard)
             return checks_mod.without_region_label(checks) if self.omit_region_label else checks
 
@@ -89,7 +93,7 @@ class Runtime:
         config = self.load()
         self.config = config
         self.checks = self.expand_checks(config)
-        self.scheduler = Scheduler(self.store, PROBERS, concurrency=config.defaults.concurrency)
+        self.scheduler = self._scheduler(PROBERS, config.defaults.concurrency)
         self.looplag = LoopLagMonitor()
         self.looplag.start()
         self.self_metrics.scheduler = self.scheduler
@@ -106,7 +110,13 @@ class Runtime:
         self.self_metrics.reload_succeeded()
         self.ready = True
         log.info("started", extra={"fields": {"config": config.source, "checks": len(self.checks),
-                                              "regions": len(config.regions)}})
+                                              "regions": len(config.regions), "workers": self.workers}})
+
+    def _scheduler(self, probers: Mapping[str, ProberFn], concurrency: int) -> Scheduler | WorkerPool:
+        """This process probes (one worker), or a pool of worker processes does."""
+        if self.workers > 1:
+            return WorkerPool(self.store, probers, concurrency=concurrency, workers=self.workers)
+        return Scheduler(self.store, probers, concurrency=concurrency)
 
     async def check_config_files(self) -> None:
         """``outage_exporter_config_file_unreadable``: was checked at load; a file can break afterwards."""
@@ -200,7 +210,7 @@ class Runtime:
         common = dict(service="", provider="", region=region.name, check=module.name, module=module,
                       resolvers=region.resolvers, hostname=hostname, interval=timeout, timeout=timeout)
         if module.prober == "dns":
-            server = checks_mod.parse_dns_server_or_host(target)
+            server = parse_dns_server_or_host(target)
             qname = module.dns.query_name
             return Check(target=qname, resolver=server.name, dns_server=server, query_name=qname, **common)
         if module.prober == "http" and "://" not in target:

@@ -84,6 +84,15 @@ async def run_guarded(prober: ProberFn, check: Check, *, timeout: float | None =
     return result
 
 
+async def run_with(probers: Mapping[str, ProberFn], check: Check, *, timeout: float | None = None) -> ProbeResult:
+    """:func:`run_guarded` with the prober ``check`` names; an unknown prober is an ``internal`` result."""
+    prober = probers.get(check.prober)
+    if prober is None:
+        now = asyncio.get_running_loop().time()
+        return _failed(INTERNAL, now, now, [f"no prober named {check.prober!r}"])
+    return await run_guarded(prober, check, timeout=timeout)
+
+
 def _internal_error(check: Check, started: float, now: float) -> ProbeResult:
     log.exception("prober %r raised for %s", check.prober, _name(check))
     lines = ["internal error (a bug in the exporter):"] + traceback.format_exc().rstrip().splitlines()
@@ -115,6 +124,9 @@ class SchedulerStats:
 
 class Scheduler:
     """Runs every loaded check on its interval and records each result in the store."""
+
+    workers = 1  # processes probing: this one (exporter.workers.WorkerPool runs several)
+    worker_restarts = 0
 
     def __init__(
         self,
@@ -195,11 +207,7 @@ class Scheduler:
 
     async def run_once(self, check: Check, *, timeout: float | None = None) -> ProbeResult:
         """Run one probe now, outside the schedule and its concurrency limit, with the usual guards."""
-        prober = self._probers.get(check.prober)
-        if prober is None:
-            now = asyncio.get_running_loop().time()
-            return _failed(INTERNAL, now, now, [f"no prober named {check.prober!r}"])
-        return await run_guarded(prober, check, timeout=timeout)
+        return await run_with(self._probers, check, timeout=timeout)
 
     # --- planning ---------------------------------------------------------------------------------------
     def _apply(self, checks: list[Check], now: float) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from exporter.config import reading
 from exporter.config.model import Resolver
 from tests.servers.dns import start_dns
 from tests.servers.http import start_http
@@ -50,3 +53,29 @@ async def site():
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture(params=sorted(reading.YAML_LOADERS))
+def yaml_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a config test with each YAML parser available (libyaml and pure Python): same results.
+
+    Config test files apply it to every test with ``pytestmark = pytest.mark.usefixtures("yaml_loader")``.
+    """
+    monkeypatch.setattr(reading, "YAML_LOADER", reading.YAML_LOADERS[request.param])
+    return request.param
+
+
+@pytest.fixture
+def resolv_conf(tmp_path: Path) -> str:
+    """A resolv.conf with one loopback nameserver, so no config test depends on the host's."""
+    path = tmp_path / "resolv.conf"
+    path.write_text("# written by a test\nsearch example.internal\nnameserver 127.0.0.53\noptions edns0\n")
+    return str(path)
+
+
+@pytest.fixture
+async def connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Non-loopback addresses the event loop was asked to connect to; each attempt fails instead."""
+    from tests.helpers.probeweb import loopback_only
+
+    return loopback_only(monkeypatch)

@@ -17,9 +17,8 @@ import aiohttp
 import pytest
 
 from exporter.lab.scenario import load_builtin, load_scenario_text
-from exporter.lab.stack import Notification, find_alerts_dir
-from tests.helpers.binaries import require_binary
-from tests.helpers.labstack import lab_with_stack
+from exporter.lab.stack import Notification
+from tests.helpers.labstack import lab_with_stack, require_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -112,9 +111,7 @@ async def _run(name: str, scenario, speed: float, seconds: float, *, watch: dict
 
 @pytest.fixture(scope="module")
 def runs() -> dict[str, Run]:
-    require_binary("prometheus", package="prometheus")
-    require_binary("prometheus-alertmanager", package="prometheus-alertmanager")
-    assert find_alerts_dir() is not None
+    require_stack()
 
     async def all_runs():
         fb = load_builtin("facebook-2021-10-04")

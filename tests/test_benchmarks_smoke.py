@@ -1,7 +1,9 @@
 """The benchmark harness in its tiny profile: every benchmark runs end to end and reports real figures.
 
-The figures of a tiny run mean nothing; what is checked is that the harness still starts the targets and
-both exporters, measures, and prints every table row with positive numbers, so it cannot rot unnoticed.
+The figures of a tiny run mean little; what is checked is that the harness still starts the targets and
+both exporters, measures, and prints every table row with positive numbers, so it cannot rot unnoticed,
+and that its CPU ratios against blackbox_exporter stay within twice the stored baseline, so a change that
+doubles the cost per probe is noticed.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import os
 import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 
-from benchmarks import promtext
+from benchmarks import baseline, cpu, promtext
 from benchmarks.procs import cpu_seconds
 from tests.helpers.binaries import require_binary
 
@@ -30,7 +33,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
     require_binary("prometheus-blackbox-exporter", "blackbox_exporter", package="prometheus-blackbox-exporter")
     out = tmp_path_factory.mktemp("bench") / "tiny.json"
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--tiny", "--json", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout, json.loads(out.read_text())
 
@@ -56,9 +59,11 @@ def test_cpu_table_has_every_protocol_and_mode(tiny_run: tuple[str, dict]) -> No
 def test_scale_and_accuracy_tables(tiny_run: tuple[str, dict]) -> None:
     text, data = tiny_run
     numbers = row(text, r"200\s+2s\s")
-    assert all(n >= 0 for n in numbers) and numbers[3] > 0  # probes/s
+    assert all(n >= 0 for n in numbers) and numbers[0] == 200  # the figures: from the JSON below
     scale = data["scale"]["rows"][0]
     assert scale["probes_per_second"] > 0 and scale["rss_bytes"] > 0 and scale["metrics_bytes"] > 0
+    assert scale["workers"] == 2 and len(scale["process_rss_bytes"]) == 3  # the parent and each worker
+    assert scale["cpu_ms_per_probe"] > 0 and all(b > 0 for b in scale["process_rss_bytes"])
     assert scale["metrics_seconds_median"] > 0
     for protocol, delay in (("dns", 50), ("http", 100)):
         numbers = row(text, rf"{protocol}\s+{delay}\s")
@@ -73,11 +78,54 @@ def test_scale_and_accuracy_tables(tiny_run: tuple[str, dict]) -> None:
 def test_report_names_machine_versions_and_targets(tiny_run: tuple[str, dict]) -> None:
     text, data = tiny_run
     assert re.search(r"machine:\s+\d+ CPUs", text) and "blackbox_exporter 0." in text
+    packages = data["machine"]["packages"]
+    assert re.search(r"packages:\s+aiohttp \d", text) and packages["aiohttp"] == metadata.version("aiohttp")
+    assert {"dnspython", "prometheus-client", "pyyaml", "uvloop", "yarl", "multidict"} <= set(packages)
     assert data["machine"]["command"] == "python -m benchmarks --tiny --json " + data["machine"]["command"].split()[-1]
     statuses = {t["target"]: t["status"] for t in data["targets"]}
-    assert len(statuses) == 9 and set(statuses.values()) <= {"met", "NOT met", "not measured"}
+    assert len(statuses) == 13 and set(statuses.values()) <= {"met", "NOT met", "not measured"}
+    assert "30k checks, 2 workers: >= 98% of demand" in statuses
     ratios = data["cpu"]["ratios_vs_blackbox"]
     assert set(ratios) == {"http", "dns"} and all(v > 0 for r in ratios.values() for v in r.values())
+
+
+@pytest.mark.slow
+def test_cpu_ratios_within_the_stored_baseline(tiny_run: tuple[str, dict]) -> None:
+    """A dependency bump or a change that doubles the cost per probe shows up as a ratio past its limit."""
+    text, data = tiny_run
+    compared = {(c["protocol"], c["mode"]): c for c in data["baseline"]}
+    assert set(compared) == {(p, m) for p in ("http", "dns") for m in ("scheduled", "probe")}
+    assert "CPU ratios against the stored baseline" in text
+    regressed = [c for c in compared.values() if c["regressed"]]
+    assert not regressed, f"CPU per probe regressed against benchmarks/baseline.json: {regressed}"
+
+
+def test_baseline_flags_a_doubled_cost() -> None:
+    stored = {"margin": 2.0, "ratios_vs_blackbox": {"http": {"scheduled": 0.4, "probe": 0.8}}}
+    within = baseline.compare({"http": {"scheduled": 0.79, "probe": 0.9}}, stored)
+    assert [c.regressed for c in within] == [False, False]
+    doubled = baseline.compare({"http": {"scheduled": 0.81, "probe": 0.8}}, stored)
+    assert [(c.mode, c.regressed) for c in doubled] == [("scheduled", True), ("probe", False)]
+
+
+def test_ratio_pairs_each_round_with_blackbox_in_the_same_round() -> None:
+    """A burst of load in one round moves that round's ratio only, not one mode's median against another's."""
+    def sample(mode: str, rnd: int, cpu_s: float) -> cpu.CpuSample:
+        return cpu.CpuSample("http", mode, rnd, cpu_s, 1000, 0, 20.0)
+
+    samples = [sample("scheduled", 0, 0.3), sample("blackbox", 0, 0.6),
+               sample("scheduled", 1, 0.9), sample("blackbox", 1, 1.8),  # a busy round: both dearer
+               sample("scheduled", 2, 0.4), sample("blackbox", 2, 0.4)]
+    # medians of each mode alone would give 0.4 / 0.6
+    assert cpu.ratios(samples)["http"]["scheduled"] == pytest.approx(0.5)
+
+
+def test_stored_baseline_covers_every_protocol_and_mode() -> None:
+    stored = baseline.load()
+    assert stored["margin"] >= 1.5
+    for protocol in ("http", "dns"):
+        assert set(stored["ratios_vs_blackbox"][protocol]) == {"scheduled", "probe"}
+    assert stored["measured"]["packages"]["aiohttp"] and stored["measured"]["event_loop"]
 
 
 def exposition(counts: tuple[int, ...]) -> str:

@@ -25,8 +25,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from exporter import checks
-from exporter.config import ConfigError
-from exporter.config.loader import dump_config, load_config_text
+from exporter.config import ConfigError, dump_config, load_config_text
 from exporter.config.model import Config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,10 +1,9 @@
 """Config loading stays bounded and checks what it points at.
 
-Only regular files of at most --config.max-size are read (a FIFO, a device, a directory or a huge file is
-one clear line); aliases cannot make a small file an enormous plan (defaults.max_checks and the alias
-budget); files a module names must be readable at load, and when one breaks later the probe ends with
-the prober-side reason config_file_unreadable (inconclusive, not a failure of the target). A reload
-reads and parses off the event loop, so a bad path never stops /-/healthy or /metrics.
+A small file cannot become an enormous plan (defaults.max_checks; the read itself and the alias budget
+are in test_config_reading.py); files a module names must be readable at load, and when one breaks later
+the probe ends with the prober-side reason config_file_unreadable (inconclusive, not a failure of the
+target). A reload reads and parses off the event loop, so a bad path never stops /-/healthy or /metrics.
 """
 
 from __future__ import annotations
@@ -14,113 +13,28 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
-import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from exporter.config import ConfigError, load_config, load_config_text
-from exporter.config import loader as loader_mod
+from exporter.config.references import referenced_files
 from exporter.probers import result as r
 from exporter.results import ResultStore
 from exporter.runtime import Runtime
+from tests.helpers.configfiles import amplified, config_check, one_line_error
 from tests.helpers.exporter_proc import ExporterProcess
 from tests.helpers.factories import make_check, make_result
 
-ROOT = Path(__file__).resolve().parents[1]
 GOOD = ("defaults: {interval: 1s, timeout: 500ms}\nmodules: {tcp: {prober: tcp}}\n"
         "regions: [{name: local, resolvers: ['127.0.0.1:1']}]\n"
         "services: [{name: s, checks: [{name: c, module: tcp, target: '127.0.0.1:1'}]}]\n")
 
-
-@pytest.fixture(autouse=True, params=sorted(loader_mod.YAML_LOADERS))
-def yaml_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setattr(loader_mod, "YAML_LOADER", loader_mod.YAML_LOADERS[request.param])
-    return request.param
-
-
-def config_check(path: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "exporter", "--config.file", str(path), "--config.check", *extra],
-                          capture_output=True, text=True, timeout=30, cwd=ROOT, check=False)
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 1, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
-
-
-# --- Bounded reading --------------------------------------------------------------------------------------
-def bad_paths(tmp_path: Path) -> dict[str, tuple[str, str]]:
-    """name -> (path, expected problem)."""
-    fifo = tmp_path / "fifo.yml"
-    os.mkfifo(fifo)
-    big = tmp_path / "big.yml"
-    big.write_bytes(b"#" * 2048)
-    loop = tmp_path / "loop.yml"
-    loop.symlink_to(loop)
-    return {
-        "fifo": (str(fifo), "not a regular file (a named pipe)"),
-        "dev-zero": ("/dev/zero", "not a regular file (a character device)"),
-        "directory": (str(tmp_path), "not a regular file (a directory)"),
-        "oversized": (str(big), "larger than the limit of 1 KiB"),
-        "symlink loop": (str(loop), "Too many levels of symbolic links"),
-    }
-
-
-@pytest.mark.parametrize("name", ["fifo", "dev-zero", "directory", "oversized", "symlink loop"])
-def test_only_bounded_regular_files_are_read(tmp_path: Path, name: str) -> None:
-    path, problem = bad_paths(tmp_path)[name]
-    with pytest.raises(ConfigError) as info:
-        load_config(path, max_bytes=1024, resolv_conf=str(tmp_path / "none"))
-    assert str(info.value) == f"cannot read config file {path}: {problem}"
-
-
-def test_a_file_growing_past_the_limit_is_refused(tmp_path: Path) -> None:
-    """/proc files report size 0: the cap holds on what is read, not only on fstat."""
-    with pytest.raises(ConfigError, match=r"larger than the limit of 10 bytes"):
-        load_config("/proc/self/status", max_bytes=10)
-    assert loader_mod.read_bounded("/proc/self/status", 1 << 20)
-
-
-@pytest.mark.parametrize("name", ["fifo", "dev-zero", "directory", "oversized"])
-def test_config_check_names_the_path_in_one_line(tmp_path: Path, name: str, yaml_loader: str) -> None:
-    if yaml_loader != "python":
-        pytest.skip("a subprocess: once is enough")
-    path, problem = bad_paths(tmp_path)[name]
-    line = one_line_error(config_check(path, "--config.max-size", "1KiB"))
-    assert line.endswith(f"cannot read config file {path}: {problem}")
+pytestmark = pytest.mark.usefixtures("yaml_loader")
 
 
 # --- Amplification -----------------------------------------------------------------------------------------
-def amplified(services: int, targets: int, *, max_checks: int | None = None) -> str:
-    urls = ", ".join(f'"http://127.0.0.1:1/{i}"' for i in range(targets))
-    defaults = f"defaults: {{max_checks: {max_checks}}}\n" if max_checks else ""
-    lines = [defaults + "modules: {web: {prober: http}}", "regions: [{name: local, resolvers: ['127.0.0.1:1']}]",
-             "services:", f"  - {{name: s0, checks: &c [{{name: c, module: web, targets: &t [{urls}]}}]}}"]
-    lines += [f"  - {{name: s{i}, checks: *c}}" for i in range(1, services)]
-    return "\n".join(lines) + "\n"
-
-
-def test_alias_bomb_is_refused_before_memory_is_spent() -> None:
-    text = amplified(1000, 1000)  # 1,000,000 checks
-    assert len(text) < 64 * 1024  # about 54 KB
-    tracemalloc.start()
-    try:
-        with pytest.raises(ConfigError) as info:
-            load_config_text(text)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert re.fullmatch(r"services\[\d+\]\.checks: aliases expand the document by more than 1000000 nodes "
-                        r"\(each alias counts as a copy of what it names\)", str(info.value)), info.value
-    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB"
-
-
 def test_max_checks_names_the_check_that_crosses_it() -> None:
     with pytest.raises(ConfigError) as info:
         load_config_text(amplified(11, 10, max_checks=100))
@@ -176,7 +90,7 @@ def test_inline_module_files_and_non_regular_files_are_checked(tmp_path: Path) -
     assert str(info.value) == (f"services[0].checks[1].module.tcp.tls_config.ca_file: cannot read {tmp_path}: "
                                "not a regular file (a directory)")
     config = load_config_text(text.replace("CA", str(ca)))
-    refs = loader_mod.referenced_files(config)
+    refs = referenced_files(config)
     assert [(f.module, f.path) for f in refs] == [
         ("http_auth", "modules.http_auth.http.tls_config.ca_file"),
         ("s/inline", "services[0].checks[1].module.tcp.tls_config.ca_file")]
@@ -254,7 +168,7 @@ async def test_reload_parses_off_the_event_loop(tmp_path: Path, monkeypatch: pyt
     rt = Runtime(str(path), resolv_conf=str(tmp_path / "none"))
     await rt.start()
     release = threading.Event()
-    real_load = loader_mod.load_config
+    real_load = load_config
 
     def slow_load(*args, **kwargs):
         assert release.wait(10), "the event loop never ran while the config was loading"

@@ -11,9 +11,13 @@ import re
 import sys
 import time
 from collections.abc import Iterator
+from importlib import metadata
 
 import pytest
 import yaml
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.plugins import register_default_plugins
+from grafana_foundation_sdk.models import dashboard as dm
 
 from tests.helpers.contract import parse_metrics_doc
 from tests.helpers.promtool import promtool_check_rules
@@ -143,12 +147,63 @@ def test_generator_writes_the_files(tmp_path):
         assert path.read_text() == (JSON_DIR / path.name).read_text()
 
 
-def test_the_generator_uses_only_the_standard_library():
-    imports = re.findall(r"^(?:from|import) ([a-zA-Z_.]+)", (DASHBOARDS_DIR / "generate.py").read_text(), re.M)
-    assert {i.split(".")[0] for i in imports} <= {"__future__", "json", "sys", "dataclasses", "pathlib"}
+def test_the_generator_builds_with_grafanas_sdk():
+    for name, board in GEN.build().items():
+        assert isinstance(board, dm.Dashboard), name
+        assert board.panels and all(isinstance(p, dm.Panel | dm.RowPanel) for p in board.panels), name
+
+
+def test_the_sdk_build_is_the_one_for_the_composed_grafana():
+    compose = (REPO / "deploy" / "compose" / "compose.yaml").read_text()
+    assert f"image: grafana/grafana:{GEN.GRAFANA_VERSION}\n" in compose
+    pinned = next(line.split("==")[1] for line in (REPO / "constraints.txt").read_text().splitlines()
+                  if line.startswith("grafana_foundation_sdk=="))
+    assert pinned.split("!")[1] == GEN.GRAFANA_VERSION
+    assert metadata.version("grafana-foundation-sdk") == pinned, "pip install -c constraints.txt -e '.[test]'"
+
+
+def test_the_generator_refuses_an_sdk_built_for_another_grafana(monkeypatch):
+    monkeypatch.setattr(GEN.metadata, "version", lambda name: "1769699998!10.1.0")
+    with pytest.raises(SystemExit, match="not a build for Grafana 11.6.0"):
+        GEN.build()
 
 
 # --- structure ------------------------------------------------------------------------------------------
+
+# Fields of Prometheus annotations that the SDK's annotation model does not carry (added by the generator).
+PROMETHEUS_ANNOTATION_FIELDS = {"step", "titleFormat", "textFormat", "tagKeys", "useValueForTime"}
+
+
+def lost_in_the_model(written: object, read_back: object, path: str = "") -> list[str]:
+    """Keys the SDK's model dropped or values it changed when reading the JSON back; defaults it adds for
+    fields the JSON leaves out are fine."""
+    if isinstance(written, dict) and isinstance(read_back, dict):
+        return [lost for key, value in written.items()
+                for lost in ([f"{path}/{key} dropped"] if key not in read_back
+                             else lost_in_the_model(value, read_back[key], f"{path}/{key}"))]
+    if isinstance(written, list) and isinstance(read_back, list) and len(written) == len(read_back):
+        return [lost for i, (a, b) in enumerate(zip(written, read_back, strict=True))
+                for lost in lost_in_the_model(a, b, f"{path}[{i}]")]
+    return [] if written == read_back else [f"{path}: {written!r} became {read_back!r}"]
+
+
+def test_lost_in_the_model():
+    assert lost_in_the_model({"a": [1, {"b": 2}]}, {"a": [1, {"b": 2, "c": 3}], "d": 4}) == []
+    assert lost_in_the_model({"a": [1, {"b": 2}]}, {"a": [1, {}]}) == ["/a[1]/b dropped"]
+    assert lost_in_the_model({"a": 1}, {"a": 2}) == ["/a: 1 became 2"]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in JSON_DIR.glob("*.json")))
+def test_the_sdk_model_reads_every_field_back(name):
+    """Grafana's own model of a dashboard knows every field and option written (a misspelt or unknown one
+    would be dropped here, and ignored by Grafana)."""
+    register_default_plugins()
+    written = _boards()[name]
+    read_back = json.loads(json.dumps(dm.Dashboard.from_json(written), cls=JSONEncoder))
+    lost = lost_in_the_model(written, read_back)
+    assert [entry for entry in lost if entry.split()[0].rsplit("/", 1)[1] not in PROMETHEUS_ANNOTATION_FIELDS
+            or not entry.startswith("/annotations/list[")] == []
+
 
 def test_the_four_dashboards_have_stable_unique_uids():
     uids = [b["uid"] for b in _boards().values()]
@@ -227,6 +282,26 @@ def test_provisioning_pins_the_datasource_uids_and_loads_the_dashboards_into_a_f
     assert alertlist["options"]["datasource"] == GEN.ALERTMANAGER_UID
 
 
+def test_the_incident_panels_read_the_incident_alert_of_the_rules():
+    alerts = {rule["alert"] for path in rule_files() for group in yaml.safe_load(path.read_text())["groups"]
+              for rule in group["rules"] if "alert" in rule}
+    assert GEN.INCIDENT_ALERT in alerts
+    board = _boards()["outage-overview"]
+    exprs = [t["expr"] for p in _panels(board) if p["title"] in ("Open incidents", "Incidents per provider")
+             for t in p["targets"]]
+    assert len(exprs) == 2 and all(f'alertname="{GEN.INCIDENT_ALERT}"' in e for e in exprs)
+
+
+def test_the_component_panel_maps_every_documented_status():
+    doc = next(line for line in (REPO / "docs" / "metrics.md").read_text().splitlines()
+               if line.startswith("| `outage_statuspage_component_status`"))
+    documented = set(re.findall(r"`([a-z_]+)`", doc.split("|")[4].split("`service` is")[0]))
+    assert {status for status, _ in GEN.COMPONENT_STATUSES} == documented
+    panel = next(p for p in _boards()["outage-overview"]["panels"] if p["title"] == "Declared component status")
+    (values, _) = panel["fieldConfig"]["defaults"]["mappings"]
+    assert len(values["options"]) == len(GEN.COMPONENT_STATUSES)
+
+
 def test_docs_list_every_dashboard_and_panel():
     text = DOC.read_text()
     for board in _boards().values():
@@ -272,7 +347,7 @@ ALLOWED_EMPTY = {
 EMPTY_ONLY_FOR_THE_SERVICE = {"TLS certificate expiry"}
 # The resolvers' caches have drained: the DNS signal of the alerting rules fails for every META_DOWN service.
 DNS_VISIBLE = 'service:outage_quorum_failing:bool{signal="dns", service=~"facebook|messenger|whatsapp"} == 1'
-STABLE_POLLS = 3  # the grid must show the outage on this many polls in a row (2 s apart)
+STABLE_POLLS = 3  # the grid and meta's incident must show the outage on this many polls in a row (2 s apart)
 META_DOWN = {"facebook", "messenger", "whatsapp"}
 
 
@@ -289,7 +364,8 @@ async def _replay_and_query(seconds_budget: float) -> tuple[list[tuple[str, str,
             grid = await stack.query(substitute(GEN.GRID_EXPR, ALL))
             down = {s["metric"]["service"] for s in grid if s["value"][1] == str(GEN.DOWN)}
             dns = {s["metric"]["service"] for s in await stack.query(DNS_VISIBLE)}
-            ready = dns == META_DOWN and down >= META_DOWN
+            incident = await stack.query(f'ALERTS{{alertname="{GEN.INCIDENT_ALERT}", alertstate="firing"}}')
+            ready = dns == META_DOWN and down >= META_DOWN and bool(incident)
             stable = stable + 1 if ready else 0
         results = [(uid, where, expr, await stack.query(expr)) for uid, where, expr in all_queries("facebook")]
         results += [(uid, f"{where} (twitter)", expr, await stack.query(expr))
@@ -322,6 +398,19 @@ def test_every_panel_shows_data_during_the_2021_outage(replay):
 
     empty = [f"{uid} {where}: {expr}" for uid, where, expr, data in results if not data and not allowed(where)]
     assert not empty, "\n".join(empty)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_incident_panels_show_metas_incident_open(replay):
+    results, _, _ = replay
+    def data(title: str) -> list:
+        return next(d for uid, where, _, d in results if uid == GEN.UIDS["overview"] and f"{title!r}" in where)
+
+    timeline = {s["metric"]["provider"]: s["value"][1] for s in data("Incidents per provider")}
+    assert timeline["meta"] == "1" and set(timeline.values()) == {"0", "1"}, timeline
+    (open_count,) = data("Open incidents")
+    assert open_count["value"][1] == "1"
 
 
 @pytest.mark.e2e

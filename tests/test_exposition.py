@@ -43,6 +43,29 @@ def _family(text: str, name: str) -> list[str]:
     return [line for line in text.splitlines() if pattern.match(line)]
 
 
+def _count_renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The plain label part of every result rendered from now on, in order (rendering is otherwise unchanged)."""
+    from exporter.exposition import scheduled
+
+    rendered: list[str] = []
+    real = scheduled.write_result
+
+    def counting(result, prober, plain, *rest):
+        rendered.append(plain)
+        real(result, prober, plain, *rest)
+
+    monkeypatch.setattr(scheduled, "write_result", counting)
+    return rendered
+
+
+async def _keep_failing(store: ResultStore, checks, stop: asyncio.Event) -> None:
+    """Record a timeout for every third check on each loop turn until ``stop``: results arriving mid-scrape."""
+    while not stop.is_set():
+        for check in checks[::3]:
+            store.record(check, make_result(False, reason=r.TIMEOUT, finished_at=200.0))
+        await asyncio.sleep(0)
+
+
 def test_content_type_is_text_format_0_0_4():
     assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
 
@@ -452,16 +475,7 @@ async def test_metrics_endpoint_sends_the_body_with_its_length():
 
 
 def test_results_are_rendered_lazily_once_per_scrape(monkeypatch):
-    from exporter.exposition import scheduled
-
-    rendered = []
-    real = scheduled.write_result
-
-    def counting(result, prober, plain, open_, out):
-        rendered.append(plain)
-        real(result, prober, plain, open_, out)
-
-    monkeypatch.setattr(scheduled, "write_result", counting)
+    rendered = _count_renders(monkeypatch)
     checks = [make_check(f"c{i}") for i in range(10)]
     store = _store(*checks)
     render_scheduled(store)
@@ -484,15 +498,8 @@ async def test_scrape_rendering_over_many_loop_turns_shows_the_instant_it_starte
             s.record(check, make_result(phases={"connect": 0.01}, finished_at=100.0))
     expected = render_scheduled(before)
     stop = asyncio.Event()
-
-    async def keep_recording():
-        while not stop.is_set():
-            for check in checks[::3]:
-                store.record(check, make_result(False, reason=r.TIMEOUT, finished_at=200.0))
-            await asyncio.sleep(0)
-
     scrapes = [asyncio.create_task(render_scheduled_chunks_async(store, batch=3)) for _ in range(2)]
-    recording = asyncio.create_task(keep_recording())  # starts once the first scrape is under way
+    recording = asyncio.create_task(_keep_failing(store, checks, stop))  # starts once the first scrape is under way
     first, second = await asyncio.gather(*scrapes)
     stop.set()
     await recording
@@ -528,12 +535,7 @@ async def test_reload_while_a_scrape_renders_keeps_both_scrapes_whole():
 
 
 def test_reload_renders_only_checks_with_new_labels_or_new_results(monkeypatch):
-    from exporter.exposition import scheduled
-
-    rendered = []
-    real = scheduled.write_result
-    monkeypatch.setattr(scheduled, "write_result", lambda result, prober, plain, *rest: (
-        rendered.append(plain), real(result, prober, plain, *rest)))
+    rendered = _count_renders(monkeypatch)
     checks = [make_check(f"c{i}", provider="p") for i in range(6)]
     store = _store(*checks)
     for check in checks:
@@ -562,26 +564,16 @@ async def test_dirty_checks_are_rendered_in_the_background_without_tearing_a_scr
     render_scheduled(store)
     for check in checks:
         store.record(check, make_result(finished_at=100.0))
-    rendered = []
-    real = scheduled.write_result
-    monkeypatch.setattr(scheduled, "write_result", lambda result, prober, plain, *rest: (
-        rendered.append(plain), real(result, prober, plain, *rest)))
+    rendered = _count_renders(monkeypatch)
     store.record(checks[0], make_result(finished_at=100.0))  # inside the loop: arms the background render
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert len(rendered) == 40  # rendered with no scrape asking
     stop = asyncio.Event()
-
-    async def keep_recording():
-        while not stop.is_set():
-            for check in checks[::3]:
-                store.record(check, make_result(False, reason=r.TIMEOUT, finished_at=200.0))
-            await asyncio.sleep(0)
-
     scrape = asyncio.create_task(render_scheduled_chunks_async(store, batch=3))  # starts first
     for check in checks:  # every check dirty: the scrape renders 3 per loop turn, background renders between
         store.record(check, make_result(finished_at=100.0))
-    recording = asyncio.create_task(keep_recording())
+    recording = asyncio.create_task(_keep_failing(store, checks, stop))
     text = b"".join(await scrape).decode()
     stop.set()
     await recording

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import types
 from importlib import metadata
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,38 @@ def test_every_declared_dependency_is_pinned_within_its_range():
             f"constraints.txt pins {name}=={pins[name]}, outside pyproject.toml's {requirement.specifier}"
 
 
+def _grafana_sdk_pin():
+    loader = SourceFileLoader("grafana_sdk_pin", str(REPO / "scripts" / "grafana-sdk-pin"))
+    module = types.ModuleType(loader.name)
+    module.__file__ = loader.path
+    loader.exec_module(module)
+    return module
+
+
+def test_the_grafana_sdk_pin_is_the_newest_build_for_the_composed_grafana_not_the_newest_epoch():
+    pin = _grafana_sdk_pin()
+    versions = ["1769699998!10.1.0", "1769699452!11.5.0", "1759917919!11.6.0", "1769699379!11.6.0",
+                "1758039791!11.6.0", "1769699241", "0.0.21"]
+    assert pin.newest_build(versions, "11.6.0") == "1769699379!11.6.0"
+    with pytest.raises(SystemExit):
+        pin.newest_build(versions, "12.0.0")
+    grafana = pin.grafana_version((REPO / "deploy" / "compose" / "compose.yaml").read_text())
+    assert constraints()["grafana-foundation-sdk"].split("!")[1] == grafana
+    refresh = (REPO / "scripts" / "refresh-constraints").read_text()
+    assert re.search(r'grafana-sdk-pin" > "\$work/(\S+)"', refresh)
+    assert re.search(r'pip" install .*-c "\$work/grafana-sdk\.txt" "\$root\[test,fast\]"', refresh)
+
+
+def test_the_default_install_brings_uvloop_where_it_builds():
+    """The README's plain ``pip install .`` is the measured fast path, not an extra nobody picks."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    uvloop = [Requirement(t) for t in project["dependencies"] if canonicalize_name(Requirement(t).name) == "uvloop"]
+    assert len(uvloop) == 1 and uvloop[0].marker is not None
+    assert uvloop[0].marker.evaluate({"sys_platform": "linux", "platform_python_implementation": "CPython"})
+    assert not uvloop[0].marker.evaluate({"sys_platform": "win32", "platform_python_implementation": "CPython"})
+    assert not uvloop[0].marker.evaluate({"sys_platform": "linux", "platform_python_implementation": "PyPy"})
+
+
 def test_readme_commands_install_the_pinned_set_and_ci_runs_the_test_command():
     demo, tests = readme_commands()
     assert "outage-exporter demo" in demo and "-c constraints.txt" in demo
@@ -70,5 +104,5 @@ def test_ci_runs_on_exactly_the_pinned_versions():
         try:
             installed = metadata.version(name)
         except metadata.PackageNotFoundError:
-            continue  # an extra this install does not use (uvloop)
+            continue  # a dependency this platform does not install (uvloop off CPython or on Windows)
         assert installed == version, f"{name} {installed} is installed, constraints.txt pins {version}"

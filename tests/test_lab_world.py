@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import ssl
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import aiohttp
 import dns.asyncquery
@@ -21,7 +23,9 @@ from exporter.checks import expand
 from exporter.config import load_config_text
 from exporter.config.model import Defaults
 from exporter.lab import certs
+from exporter.lab.catalog import FLEETS
 from exporter.lab.edges import PROXY_STATUS, edge_setting
+from exporter.lab.netlab.world import RealWorld
 from exporter.lab.recursive import ISP, PUBLIC
 from exporter.lab.world import World
 
@@ -401,3 +405,35 @@ async def test_fixed_ports_are_used_on_every_address():
         assert {e.port for e in world.edges.values()} == {http_port}
         assert addresses(await ask(world.resolver_addresses("us-east")[0], "www.control-b.lab")) == [
             world.edge("control-b", "us-east").host]
+
+
+@pytest.mark.skipif(shutil.which("ip") is None, reason="the real world needs the ip command (iproute2)")
+def test_both_worlds_select_nameservers_and_name_sites_alike(tmp_path: Path) -> None:
+    """Scenarios run on either world: only the addresses differ, never the selection, its order or the errors."""
+    sim, real = World(tls=False, http_port=8080), RealWorld(workdir=tmp_path)  # neither started
+
+    def names(world: World | RealWorld, **select: str) -> list[str]:
+        by_ip = {world.nameserver_addresses(name=n)[0]: n for f in FLEETS for n in f.names}
+        return [by_ip.get(ip, "parent") for ip in world.nameserver_addresses(**select)]
+
+    def problem(world: World | RealWorld, **select: str) -> str:
+        with pytest.raises(ValueError) as info:
+            world.nameserver_addresses(**select)
+        return str(info.value)
+
+    assert names(sim, zone="facebook.com.") == ["a.ns.facebook.com", "b.ns.facebook.com", "c.ns.facebook.com",
+                                                "d.ns.facebook.com"]
+    assert names(sim, operator="meta")[4:] == ["a.ns.whatsapp.net", "b.ns.whatsapp.net", "c.ns.whatsapp.net",
+                                               "d.ns.whatsapp.net"]
+    selections = [{"zone": "instagram.com"}, {"operator": "meta"}, {"name": "ns2.labdns.lab"}, {"name": "parent"},
+                  {"name": "parent.lab"}]
+    for select in selections:
+        assert names(sim, **select) == names(real, **select), select
+    assert sim.nameserver_addresses(name="parent") == [sim.parent_address.rsplit(":", 1)[0]]
+    assert real.nameserver_addresses(name="parent") == [real.parent_address.rsplit(":", 1)[0]]
+    for bad in ({"zone": "myspace.com"}, {"operator": "nobody"}, {"name": "ns9.nowhere"}, {},
+                {"zone": "facebook.com", "name": "parent"}):
+        assert problem(sim, **bad) == problem(real, **bad), bad
+    assert problem(real, zone="myspace.com").startswith("unknown zone 'myspace.com' (known: facebook.com, ")
+    assert problem(real, name="ns9.nowhere").startswith("unknown nameserver 'ns9.nowhere' (known: a.ns.facebook")
+    assert (sim.url("twitter"), real.url("twitter")) == ("http://www.twitter.com:8080/", "http://www.twitter.com:80/")

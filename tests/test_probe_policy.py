@@ -27,18 +27,12 @@ from exporter.config.probe_policy import (
 )
 from exporter.runtime import Runtime
 from exporter.web import probeguard
-from tests.helpers.probeweb import loopback_only, policy_config, refused, serve
+from tests.helpers.probeweb import policy_config, refused, serve, serve_network_allow_list
 from tests.helpers.text import sample, write
 from tests.servers.dns import start_dns
 from tests.servers.http import Site
 
 SECRETS = ("pa55-in-module", "tok-in-module", "pw-in-target-url", "hdr-in-module")
-
-
-@pytest.fixture
-async def connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Non-loopback addresses the event loop was asked to connect to; each attempt fails instead."""
-    return loopback_only(monkeypatch)
 
 
 # --- configuration ----------------------------------------------------------------------------------------
@@ -227,25 +221,16 @@ async def test_redirect_to_link_local_is_stopped(tmp_path: Path, site: Site, con
 
 async def test_allow_by_network_checks_the_address_a_name_resolves_to(tmp_path: Path, site: Site,
                                                                       connects: list[str]) -> None:
-    dns = await start_dns({"inside.test.": {"A": ["127.0.0.1"]}, "outside.test.": {"A": ["127.0.0.2"]}})
-    config = write(tmp_path / "c.yml", f"""
-        modules: {{http_2xx: {{prober: http, timeout: 3s}}}}
-        regions: [{{name: lab, resolvers: ["{dns.address}"]}}]
-        probe: {{allow: {{http_2xx: ["127.0.0.1/32"]}}}}
-    """)
-    try:
-        async with serve(config) as client:
-            inside = await client.get("/probe", params={"target": site.url("/", host="inside.test")})
-            assert inside.status == 200
-            assert sample(await inside.text(), "probe_success") == 1
-            outside = await client.get("/probe", params={"target": site.url("/", host="outside.test")})
-            assert outside.status == 403
-            assert "127.0.0.2 is outside the networks allowed for this module" in await outside.text()
-            literal = await client.get("/probe", params={"target": site.url("/", host="127.0.0.2")})
-            assert literal.status == 403  # refused on the request: no lookup, no connect
-            assert await refused(client, "not_allowed") == 2
-    finally:
-        await dns.stop()
+    async with serve_network_allow_list(tmp_path) as client:
+        inside = await client.get("/probe", params={"target": site.url("/", host="inside.test")})
+        assert inside.status == 200
+        assert sample(await inside.text(), "probe_success") == 1
+        outside = await client.get("/probe", params={"target": site.url("/", host="outside.test")})
+        assert outside.status == 403
+        assert "127.0.0.2 is outside the networks allowed for this module" in await outside.text()
+        literal = await client.get("/probe", params={"target": site.url("/", host="127.0.0.2")})
+        assert literal.status == 403  # refused on the request: no lookup, no connect
+        assert await refused(client, "not_allowed") == 2
     assert connects == []
 
 

@@ -23,16 +23,11 @@ from exporter.config import load_config_text
 from exporter.probers import http as http_prober
 from exporter.probers import result as r
 from exporter.runtime import PROBE_TIMEOUT_CAP, Runtime
-from tests.helpers.probeweb import loopback_only, policy_config, refused, serve
+from tests.helpers.probeweb import loopback_only, policy_config, refused, serve, serve_network_allow_list
 from tests.helpers.text import sample, write
 from tests.servers.dns import start_dns
 from tests.servers.hostile import start_hostile
 from tests.servers.http import Site, start_http
-
-
-@pytest.fixture
-async def connects(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    return loopback_only(monkeypatch)
 
 
 def failure_reason(body: str) -> str | None:
@@ -106,14 +101,8 @@ async def test_redirects_within_the_allow_list_are_followed(tmp_path: Path, site
 async def test_network_patterns_judge_each_hops_resolved_address(tmp_path: Path, site: Site,
                                                                   connects: list[str]) -> None:
     other = await start_hostile("never_answer", host="127.0.0.2")
-    dns = await start_dns({"inside.test.": {"A": ["127.0.0.1"]}, "outside.test.": {"A": ["127.0.0.2"]}})
-    config = write(tmp_path / "c.yml", f"""
-        modules: {{http_2xx: {{prober: http, timeout: 3s}}}}
-        regions: [{{name: lab, resolvers: ["{dns.address}"]}}]
-        probe: {{allow: {{http_2xx: ["127.0.0.1/32"]}}}}
-    """)
     try:
-        async with serve(config) as client:
+        async with serve_network_allow_list(tmp_path) as client:
             for location, why in ((f"http://outside.test:{other.port}/", "127.0.0.2 is outside the networks"),
                                   (f"http://127.0.0.2:{other.port}/", "is not in the allow list")):
                 target = site.url(f"/redirect-to?url={location}", host="inside.test")
@@ -125,7 +114,6 @@ async def test_network_patterns_judge_each_hops_resolved_address(tmp_path: Path,
             assert sample(ok, "probe_success") == 1
             assert await refused(client, "not_allowed") == 2
     finally:
-        await dns.stop()
         await other.stop()
     assert other.connections == 0
     assert connects == []

@@ -12,7 +12,7 @@ from dataclasses import replace
 import aiohttp
 import pytest
 
-from exporter.config import ConfigError, load_config_text
+from exporter.config import load_config_text
 from exporter.config.model import AuthoritativeCheck, RoutingConfig, RoutingPrefix, StatusPage
 from exporter.exposition.routing import routing_families, statuspage_families
 from exporter.lab.ris import RisEmulator
@@ -280,58 +280,6 @@ async def test_routing_families(ris, feeds):
     assert families["outage_routing_feed_conclusive"].samples[0].value == 1
 
 
-# --- config ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("text", "path"), [
-    ("routing: {endpoint: 'http://x/'}", "routing.endpoint"),
-    ("routing: {prefixes: [{prefix: 10.0.0.0/33, provider: a}]}", "routing.prefixes[0].prefix"),
-    ("routing: {prefixes: [{prefix: 10.0.0.0/24}]}", "routing.prefixes[0]"),
-    ("routing: {prefixes: [{prefix: 10.0.0.0/24, provider: a, role: dns}]}", "routing.prefixes[0].role"),
-    ("routing: {prefixes: [{prefix: 10.0.0.0/24, provider: a}, {prefix: 10.0.0.1/24, provider: a}]}",
-     "routing.prefixes[1]"),
-    ("routing: {withdrawn_ratio: 0}", "routing.withdrawn_ratio"),
-    ("routing: {min_peers: 0}", "routing.min_peers"),
-    ("routing: {derive: {ipv4_mask: 40}}", "routing.derive.ipv4_mask"),
-    ("routing: {stale_after: 60}", "routing.stale_after"),
-    ("routing: {enabeld: true}", "routing.enabeld"),
-    ("status_pages: [{provider: meta}]", "status_pages[0]"),
-    ("status_pages: [{provider: meta, url: 'ftp://x/'}]", "status_pages[0].url"),
-    ("status_pages: [{provider: m, url: 'http://x/'}, {provider: m, url: 'http://y/'}]", "status_pages[1]"),
-    ("status_pages: [{provider: m, url: 'http://x/', components: [a]}]", "status_pages[0].components"),
-    ("status_pages: [{provider: m, url: 'http://x/', interval: 10s, timeout: 20s}]", "status_pages[0].timeout"),
-])
-def test_config_errors_name_the_yaml_path(text, path):
-    with pytest.raises(ConfigError) as e:
-        load_config_text(text)
-    assert str(e.value).startswith(f"{path}:"), str(e.value)
-
-
-def test_config_defaults_and_a_full_section():
-    config = load_config_text("")
-    assert not config.routing.enabled and config.status_pages == ()
-    assert config.routing.endpoint.startswith("wss://ris-live.ripe.net/")
-    assert config.routing.min_peers == decision.MIN_PEERS
-    config = load_config_text("""
-routing:
-  enabled: true
-  endpoint: ws://127.0.0.1:9/v1/ws/
-  initial_state: http://127.0.0.1:9/data/looking-glass/data.json
-  prefixes: [{prefix: 129.134.30.12/23, provider: meta}, {prefix: "2a03:2880::/32", provider: meta, role: edges}]
-  derive: {nameservers: false, ipv4_mask: 23}
-  min_peers: 10
-  withdrawn_ratio: 0.8
-  stale_after: 2m
-status_pages:
-  - {provider: meta, url: "http://127.0.0.1:9/", components: {WhatsApp: whatsapp}, interval: 30s}
-""")
-    r = config.routing
-    assert [p.prefix for p in r.prefixes] == ["129.134.30.0/23", "2a03:2880::/32"]
-    assert (r.min_peers, r.withdrawn_ratio, r.stale_after, r.derive.nameservers) == (10, 0.8, 120.0, False)
-    assert config.status_pages[0].components == (("WhatsApp", "whatsapp"),)
-    assert config.status_pages[0].timeout == 10.0
-
-
 # --- declared status ---------------------------------------------------------------------------------
 
 
@@ -474,35 +422,6 @@ phases:
         world.reset()
         assert [world.ris.visible(p) for p in meta] == [5, 5]
         assert (world.status_pages.pages["meta"].state, world.ris.feed) == ("reachable", "up")
-
-
-def test_dump_config_shows_the_signals_and_loads_back():
-    from exporter.config import dump_config
-
-    text = """
-routing:
-  enabled: true
-  endpoint: ws://127.0.0.1:9/v1/ws/
-  prefixes: [{prefix: 129.134.30.0/23, provider: meta}]
-  stale_after: 2m
-status_pages:
-  - {provider: meta, url: "http://127.0.0.1:9/", components: {WhatsApp: whatsapp}}
-"""
-    config = load_config_text(text)
-    dumped = dump_config(config)
-    assert "routing:" in dumped and "status_pages:" in dumped
-    again = load_config_text(dumped)
-    assert (again.routing, again.status_pages) == (config.routing, config.status_pages)
-    assert "routing" not in dump_config(load_config_text(""))
-
-
-def test_dump_config_masks_passwords_in_signal_urls():
-    from exporter.config import dump_config
-
-    config = load_config_text("routing: {endpoint: 'wss://me:hunter2@relay.example/ws'}\n"
-                              "status_pages: [{provider: p, url: 'https://me:hunter2@status.example/'}]\n")
-    dumped = dump_config(config)
-    assert "hunter2" not in dumped and "me:<secret>@relay.example" in dumped
 
 
 def test_a_world_without_emulators_gets_no_signals_and_skips_their_effects():

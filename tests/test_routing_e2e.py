@@ -19,9 +19,8 @@ import pytest
 
 from exporter.lab.catalog import RECORD_TTL
 from exporter.lab.scenario import load_builtin, load_scenario_text
-from exporter.lab.stack import Notification, find_alerts_dir
-from tests.helpers.binaries import require_binary
-from tests.helpers.labstack import lab_with_stack
+from exporter.lab.stack import Notification
+from tests.helpers.labstack import lab_with_stack, require_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -96,9 +95,7 @@ async def _run(scenario, speed: float, seconds: float, *, stop_after_first_page:
 
 @pytest.fixture(scope="module")
 def runs() -> dict[str, Run]:
-    require_binary("prometheus", package="prometheus")
-    require_binary("prometheus-alertmanager", package="prometheus-alertmanager")
-    assert find_alerts_dir() is not None
+    require_stack()
     fb = load_builtin("facebook-2021-10-04")
     fb = replace(fb, phases=(replace(fb.phases[0], at=-120.0), *fb.phases[1:]))
 

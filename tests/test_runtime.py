@@ -13,10 +13,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from exporter.cli import serve
 from exporter.config import ConfigError
 from exporter.config.model import Defaults, DNSProbe, Module
 from exporter.runtime import Runtime
+from exporter.server import serve
 from tests.helpers.exporter_proc import ExporterProcess, free_port
 
 UNREACHABLE = "http://127.0.0.1:1/"  # nothing listens on port 1: every probe fails fast, conn_refused

@@ -13,7 +13,7 @@ from exporter.lab.ris import RisEmulator
 from exporter.lab.statuspage import StatusPages
 from exporter.web import landing
 from exporter.web.status_api import status_document
-from tests.test_state import NOW, _the_2021_shape
+from tests.helpers.state import NOW, the_2021_shape
 from tests.test_web import all_ran, eventually, serve, services_file  # noqa: F401 (fixture)
 from tests.test_web_config import PASSWORD, client_context, get, pki, running, web_yaml  # noqa: F401 (fixture)
 
@@ -115,7 +115,7 @@ def _with_signals(healthy: bool = False) -> st.Snapshot:
                                               for i in (0, 1)))
     beside = st.CauseSignals(routing=(routing,), declared=(st.DeclaredStatus("meta", False, None),
                                                            st.DeclaredStatus("x", True, "none")))
-    inputs = [] if healthy else [st.Input(c, c.region, tuple(s.window)) for c, s in _the_2021_shape().items()]
+    inputs = [] if healthy else [st.Input(c, c.region, tuple(s.window)) for c, s in the_2021_shape().items()]
     return st.evaluate(inputs, [("eu-west", "eu-west"), ("us-east", "us-east")], NOW, beside=beside)
 
 

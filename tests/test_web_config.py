@@ -1,6 +1,6 @@
 """--web.config.file: TLS (with client certificates), basic auth with bcrypt, headers, reload and errors.
 
-The exporter runs in process through ``cli.serve`` (the code path of the real command) on a loopback port,
+The exporter runs in process through ``server.serve`` (the code path of the real command) on a loopback port,
 with a throwaway CA from trustme.
 """
 
@@ -20,7 +20,7 @@ import aiohttp
 import bcrypt
 import pytest
 
-from exporter import cli
+from exporter import cli, server
 from exporter.config import ConfigError
 from exporter.runtime import Runtime
 from exporter.web.webconfig import Credentials, load_web_config
@@ -80,7 +80,7 @@ async def running(tmp_path: Path, web: str) -> AsyncIterator[Running]:
     port = free_port()
     runtime = Runtime(str(config))
     stop = asyncio.Event()
-    task = asyncio.create_task(cli.serve(str(config), ("127.0.0.1", port), runtime=runtime, stop_event=stop,
+    task = asyncio.create_task(server.serve(str(config), ("127.0.0.1", port), runtime=runtime, stop_event=stop,
                                          web_config_file=str(web_config)))
     for _ in range(200):
         if task.done():

@@ -13,7 +13,8 @@ result (status codes, timings, regex matches). This section narrows that down:
 
 Scheduled checks come from the operator's own file and are trusted: the policy applies to ``/probe`` only.
 This module holds the data and the pure decisions (patterns, address classes); the web layer resolves
-names and applies them. It imports nothing from the loader at module level, so model.py can import it.
+names and applies them. It reads its section with the shared value parsers (exporter.config.values), not
+the loader, so model.py can import it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from exporter.config.errors import ConfigError, child_path, expected_error, kind_of
+from exporter.config.values import Section, as_bool, as_name, as_number, as_positive_int, as_regex, list_of
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -177,45 +181,39 @@ _HOSTPORT_GLOB = re.compile(r"(\[[^\]]*\]|[^:\[\]/]*):([0-9*?]+)")
 
 def parse_probe_policy(raw: Any, path: str, modules: Iterable[str]) -> ProbePolicy:
     """Read the ``probe:`` mapping; raises ConfigError naming the YAML path of the problem."""
-    from exporter.config import loader as L
-
-    s = L._Section(raw, path, _KEYS)
+    s = Section(raw, path, _KEYS)
     allow = s.get("allow", lambda v, p: _parse_allow(v, p, set(modules)), None)
     return ProbePolicy(
-        enabled=s.get("enabled", L._bool, True),
+        enabled=s.get("enabled", as_bool, True),
         allow=allow,
-        allow_link_local=s.get("allow_link_local", L._bool, False),
-        allow_cloud_metadata=s.get("allow_cloud_metadata", L._bool, False),
+        allow_link_local=s.get("allow_link_local", as_bool, False),
+        allow_cloud_metadata=s.get("allow_cloud_metadata", as_bool, False),
         rate_limit=s.get("rate_limit", _parse_rate_limit, RateLimit()),
     )
 
 
 def _parse_allow(raw: Any, path: str, modules: set[str]) -> dict[str, tuple[TargetPattern, ...]]:
-    from exporter.config import loader as L
-
     if not isinstance(raw, dict):
-        raise L._expected(raw, path, "a mapping of module name to a list of target patterns")
+        raise expected_error(raw, path, "a mapping of module name to a list of target patterns")
     out: dict[str, tuple[TargetPattern, ...]] = {}
     for name, value in raw.items():
-        item_path = L._child(path, str(name))
+        item_path = child_path(path, str(name))
         if not isinstance(name, str):
-            raise L.ConfigError(path, f"keys must be module names, got {L._kind(name)} ({name!r})")
+            raise ConfigError(path, f"keys must be module names, got {kind_of(name)} ({name!r})")
         if name != ANY_MODULE and name not in modules:
             known = ", ".join(sorted(modules)) or "none"
-            raise L.ConfigError(item_path, f'unknown module "{name}" (known: {known}; "*" means every module)')
-        out[name] = L._list_of(parse_pattern)(value if value is not None else [], item_path)
+            raise ConfigError(item_path, f'unknown module "{name}" (known: {known}; "*" means every module)')
+        out[name] = list_of(parse_pattern)(value if value is not None else [], item_path)
     return out
 
 
 def parse_pattern(raw: Any, path: str) -> TargetPattern:
     """One ``allow`` entry: a string (address, network or glob) or ``{regex: ...}``."""
-    from exporter.config import loader as L
-
     if isinstance(raw, dict):
-        s = L._Section(raw, path, ("regex",))
-        regex = s.require("regex", L._regex)
+        s = Section(raw, path, ("regex",))
+        regex = s.require("regex", as_regex)
         return TargetPattern(text=regex.pattern, kind="regex", regex=regex)
-    text = L._name(raw, path)
+    text = as_name(raw, path)
     try:
         network = ipaddress.ip_network(text.strip("[]"), strict=False)
     except ValueError:
@@ -227,8 +225,8 @@ def parse_pattern(raw: Any, path: str) -> TargetPattern:
     elif _HOSTPORT_GLOB.fullmatch(text):
         kind = "hostport"
     elif ":" in text or "/" in text:
-        raise L.ConfigError(path, f'"{text}" is neither a host, host:port, URL nor address pattern '
-                                  '(IPv6 addresses with a port need brackets: [2001:db8::1]:53)')
+        raise ConfigError(path, f'"{text}" is neither a host, host:port, URL nor address pattern '
+                                '(IPv6 addresses with a port need brackets: [2001:db8::1]:53)')
     else:
         kind = "host"
     subject = text if kind == "url" else text.rstrip(".")
@@ -243,14 +241,12 @@ def glob_regex(glob: str) -> re.Pattern[str]:
 
 
 def _parse_rate_limit(raw: Any, path: str) -> RateLimit:
-    from exporter.config import loader as L
-
-    s = L._Section(raw, path, _RATE_KEYS)
+    s = Section(raw, path, _RATE_KEYS)
     default = RateLimit()
-    rate = s.get("rate", L._number, default.rate)
+    rate = s.get("rate", as_number, default.rate)
     if rate < 0:
-        raise L.ConfigError(s.path_of("rate"), f"must not be negative, got {rate:g} (0 turns the limit off)")
-    return RateLimit(rate=rate, burst=s.get("burst", L._positive_int, default.burst))
+        raise ConfigError(s.path_of("rate"), f"must not be negative, got {rate:g} (0 turns the limit off)")
+    return RateLimit(rate=rate, burst=s.get("burst", as_positive_int, default.burst))
 
 
 # --- the connect-time guard --------------------------------------------------------------------------------

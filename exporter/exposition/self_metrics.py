@@ -32,6 +32,7 @@ from exporter.results import Histogram
 if TYPE_CHECKING:
     from exporter.looplag import LoopLagMonitor
     from exporter.scheduler import Scheduler
+    from exporter.workers.pool import WorkerPool
 
 
 def _histogram_family(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
@@ -73,6 +74,15 @@ class _RuntimeCollector(Collector):
                 "Runs that started more than 1 s after their due time.",
                 value=stats.late_total,
             )
+            yield GaugeMetricFamily(
+                "outage_exporter_workers", "Processes probing the scheduled checks (--workers).",
+                value=scheduler.workers,
+            )
+            yield CounterMetricFamily(
+                "outage_exporter_worker_restarts",
+                "Worker processes that exited unasked and were started again with their share of the checks.",
+                value=scheduler.worker_restarts,
+            )
         if looplag is not None:
             yield _histogram_family(
                 "outage_exporter_event_loop_lag_seconds",
@@ -87,7 +97,7 @@ class SelfMetrics:
     def __init__(
         self,
         *,
-        scheduler: Scheduler | None = None,
+        scheduler: Scheduler | WorkerPool | None = None,
         looplag: LoopLagMonitor | None = None,
         version: str = __version__,
     ) -> None:
@@ -211,7 +221,7 @@ class SelfMetrics:
         self._shard.labels(str(index), str(count)).set(1)
 
     # --- scrape -----------------------------------------------------------------------------------------
-    def render(self, scheduler: Scheduler | None = None) -> bytes:
+    def render(self, scheduler: Scheduler | WorkerPool | None = None) -> bytes:
         """Exposition text of the exporter's own metrics; ``scheduler`` replaces the bound one if given."""
         if scheduler is not None:
             self.scheduler = scheduler

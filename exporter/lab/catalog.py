@@ -7,7 +7,7 @@ resolve to in the lab is a loopback address (see addressing.py), so nothing ever
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 RECORD_TTL = 300  # apex/www A records, like facebook.com in 2021: caches drain within 5 minutes
@@ -16,6 +16,7 @@ NS_HOST_TTL = 172800  # A records of the nameservers themselves
 SOA_TTL = 3600
 SOA_MINIMUM = 300  # negative-caching TTL (RFC 2308: min(SOA TTL, SOA minimum))
 SOA_SERIAL = 2021100401
+PARENT_NAME = "parent.lab"  # the server publishing the root and the TLDs
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +125,24 @@ def region_specs(regions: Sequence[RegionSpec | str] | None) -> tuple[RegionSpec
 
 
 class CatalogView:
-    """What a lab world (simulated or real) says of its catalog: its regions, sites and operators.
+    """What a lab world (simulated or real) says of its catalog: its regions, sites, operators and addresses.
 
-    Both worlds set ``regions`` and ``sites``; the scenario player and the exporter config read these names.
+    Both worlds set ``regions``, ``sites``, ``scheme`` and ``http_port`` and give their nameserver and parent
+    addresses (``_nameserver_ips``, ``_parent_ip``); the scenario player and the exporter config read the
+    rest from here, so both worlds select nameservers and name their sites the same way.
     """
 
     regions: tuple[RegionSpec, ...]
     sites: tuple[SiteSpec, ...]
+    scheme: str
+    http_port: int
+
+    def _nameserver_ips(self) -> Mapping[str, str]:
+        """Nameserver name -> address, for every fleet of FLEETS."""
+        raise NotImplementedError
+
+    def _parent_ip(self) -> str:
+        raise NotImplementedError
 
     @property
     def region_names(self) -> tuple[str, ...]:
@@ -155,3 +167,34 @@ class CatalogView:
         if region not in self.region_names:
             raise ValueError(f"unknown region {region!r} (known: {', '.join(self.region_names)})")
         return region
+
+    def url(self, service: str) -> str:
+        return f"{self.scheme}://{self.service(service).hostname}:{self.http_port}/"
+
+    def nameserver_addresses(self, *, zone: str | None = None, operator: str | None = None,
+                             name: str | None = None) -> list[str]:
+        """Addresses (ip) of nameservers selected by zone, operator or name; the parent is "parent"."""
+        if sum(x is not None for x in (zone, operator, name)) != 1:
+            raise ValueError("select nameservers by exactly one of zone, operator or name")
+        ips = self._nameserver_ips()
+        if zone is not None:
+            return [ips[n] for n in _fleet_serving(zone).names]
+        if operator is not None:
+            if operator not in self.operators:
+                raise ValueError(f"unknown operator {operator!r} (known: {', '.join(self.operators)})")
+            return [ips[n] for f in FLEETS if f.operator == operator for n in f.names]
+        assert name is not None
+        if name in ("parent", PARENT_NAME):
+            return [self._parent_ip()]
+        if name not in ips:
+            raise ValueError(f"unknown nameserver {name!r} (known: {', '.join(ips)})")
+        return [ips[name]]
+
+
+def _fleet_serving(zone: str) -> NameserverFleet:
+    """The fleet publishing ``zone`` (a trailing dot is allowed)."""
+    origin = zone.rstrip(".")
+    for spec in ZONES:
+        if spec.origin == origin:
+            return next(f for f in FLEETS if f.key == spec.fleet)
+    raise ValueError(f"unknown zone {zone!r} (known: {', '.join(z.origin for z in ZONES)})")

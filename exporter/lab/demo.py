@@ -22,16 +22,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Gauge
 
 from exporter import logs
-from exporter.lab.scenario import (
-    Phase,
-    Player,
-    Scenario,
-    ScenarioError,
-    builtin_names,
-    load_builtin,
-    load_scenario,
-)
-from exporter.lab.world import World
+from exporter.lab import Phase, Player, Scenario, ScenarioError, World, builtin_names, load_builtin, load_scenario
 
 if TYPE_CHECKING:
     from exporter.state import Board, CellStatus
@@ -46,7 +37,7 @@ TIMELINE_KEEP = 60  # events kept for the terminal and the landing page
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from exporter.cli import parse_listen
+    from exporter.server import parse_listen
 
     p = argparse.ArgumentParser(prog="outage-exporter demo",
                                 description="Replay an outage against a simulated internet on loopback.")
@@ -185,8 +176,8 @@ def _real_main(ns: argparse.Namespace, scenario: Scenario) -> int:
 async def run_demo(scenario: Scenario, speed: float, listen: tuple[str, int], *, once: bool = False,
                    config_out: str | None = None, stop_event: asyncio.Event | None = None,
                    with_stack: bool = False) -> int:
-    from exporter.cli import format_listen, serve
     from exporter.runtime import Runtime
+    from exporter.server import format_listen, serve
 
     problem = bind_problem(listen)
     if problem is not None:  # before anything is printed: no URL that leads to someone else's server

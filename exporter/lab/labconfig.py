@@ -15,13 +15,11 @@ announces them; ``status_pages`` polls the world's Statuspage-style page of each
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from exporter.config.durations import format_duration
 from exporter.config.model import Defaults
-
-if TYPE_CHECKING:
-    from exporter.lab.world import World
+from exporter.lab.catalog import RegionSpec, SiteSpec
 
 # The product's defaults, written out: the lab probes as a default install does, so what pages in the lab
 # (and when) is what pages in production. ISP-style resolvers take longer than TIMEOUT to give up on a
@@ -31,6 +29,31 @@ TIMEOUT = format_duration(Defaults().timeout)
 CONCURRENCY = 64
 STATUS_PAGE_INTERVAL = "5s"  # shorter than the shipped 60s: a replayed story is minutes long
 PINNED_MAX_AGE = "1h"  # wall time: longer than a replayed DNS outage lasts, so the pinned path stays up
+
+
+class World(Protocol):
+    """What the config reads of a lab world: the simulated one (world.py) and the real one (netlab) both fit."""
+
+    regions: tuple[RegionSpec, ...]
+    sites: tuple[SiteSpec, ...]
+
+    @property
+    def scheme(self) -> str: ...
+
+    @property
+    def ca_file(self) -> str | None: ...
+
+    @property
+    def dns_port(self) -> int: ...
+
+    @property
+    def parent_address(self) -> str: ...
+
+    def service(self, name: str) -> SiteSpec: ...
+
+    def resolver_addresses(self, region: str) -> list[str]: ...
+
+    def url(self, service: str) -> str: ...
 
 
 def exporter_config(world: World) -> dict:

@@ -38,6 +38,7 @@ CAUSES: dict[str, str] = {
     "OutageExporterInternalError": "exporter internal errors",
     "OutageExporterConfigReloadFailed": "config reload failed",
     "OutageExporterConfigFileUnreadable": "config file unreadable",
+    "OutageExporterWorkerRestarting": "probing workers restarting",
     "OutageWatchdog": "watchdog",
     "OutageProviderOutage": "services down together",
     "OutageServiceDownMultiRegion": "down from most regions",

@@ -115,7 +115,7 @@ def json_line(note: Notification) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from exporter.cli import parse_listen
+    from exporter.server import parse_listen
 
     p = argparse.ArgumentParser(prog="python -m exporter.lab.sink",
                                 description="Receive Alertmanager webhooks and print each one.")

@@ -38,7 +38,7 @@ from exporter.lab.zones import Zone, add_site, build_zone
 
 log = logging.getLogger("exporter.lab.world")
 
-PARENT_NAME = "parent.lab"
+PARENT_NAME = c.PARENT_NAME
 _BIND_ATTEMPTS = 10
 
 
@@ -238,26 +238,11 @@ class World(c.CatalogView):
     def edge(self, service: str, region: str) -> Edge:
         return self.edges[(self.service(service).name, self._region(region))]
 
-    def url(self, service: str) -> str:
-        return f"{self.scheme}://{self.service(service).hostname}:{self.http_port}/"
+    def _nameserver_ips(self) -> Mapping[str, str]:
+        return self._ns_ip
 
-    def nameserver_addresses(self, *, zone: str | None = None, operator: str | None = None,
-                             name: str | None = None) -> list[str]:
-        """Addresses (ip) of nameservers selected by zone, operator or name; the parent is "parent"."""
-        if sum(x is not None for x in (zone, operator, name)) != 1:
-            raise ValueError("select nameservers by exactly one of zone, operator or name")
-        if zone is not None:
-            return [ip for _, ip in self._zone(zone).nameservers]
-        if operator is not None:
-            if operator not in self.operators:
-                raise ValueError(f"unknown operator {operator!r} (known: {', '.join(self.operators)})")
-            return [ip for ip, f in self._fleet_of.items() if f.operator == operator]
-        assert name is not None
-        if name in ("parent", PARENT_NAME):
-            return [a.PARENT]
-        if name not in self._ns_ip:
-            raise ValueError(f"unknown nameserver {name!r} (known: {', '.join(self._ns_ip)})")
-        return [self._ns_ip[name]]
+    def _parent_ip(self) -> str:
+        return a.PARENT
 
     # --- control -------------------------------------------------------------------------------------
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import os
 import ssl
 import weakref
 from collections.abc import Callable
@@ -47,14 +46,14 @@ from yarl import URL
 
 from exporter import __version__
 from exporter.checks import Check
-from exporter.config.loader import read_bounded
 from exporter.config.model import MAX_BODY_BYTES, MAX_REDIRECTS, HTTPProbe
 from exporter.config.probe_policy import Endpoint, check_hop
 from exporter.probers import clock, tlsutil, twopath
 from exporter.probers import result as r
-from exporter.probers.errors import ConfigFileUnreadable, reason_for_exception
+from exporter.probers.errors import reason_for_exception
 from exporter.probers.resolve import ip_literal
 from exporter.probers.result import ProbeResult
+from exporter.probers.secrets import read_secret
 from exporter.probers.tcp import (
     SSL_SHUTDOWN_TIMEOUT,
     Attempt,
@@ -187,26 +186,6 @@ def _prepare(cfg: HTTPProbe) -> _Prepared:
 
 def _basic(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-
-
-def _secret(path: str) -> str:
-    """File contents, trimmed like Prometheus does; re-read only when the file changes."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise ConfigFileUnreadable(path, exc) from exc
-    return _read_secret(path, st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=64)
-def _read_secret(path: str, mtime_ns: int, size: int) -> str:
-    try:  # only a regular file, bounded: a FIFO or device must not block or flood the event loop
-        return read_bounded(path, MAX_SECRET_BYTES).decode("utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigFileUnreadable(path, exc) from exc
-
-
-MAX_SECRET_BYTES = 64 * 1024
 
 
 @functools.lru_cache(maxsize=4096)
@@ -352,8 +331,8 @@ class _Run:
         sni = self._sni(host, same_origin) if tls else None
         ctx = tls_context(attempt, cfg.tls_config, alpn=tlsutil.HTTP_ALPN) if tls else None
         shown = "" if host_header == _host_header(url) else f" (Host {host_header})"
-        attempt.note(f"{method} {_without_password(url)}{shown}")
-        target = url.with_user(None).with_host(address)  # credentials in the URL go in our header
+        attempt.note(f"{method} {_shown_url(url)}{shown}")
+        target = _request_url(url, address)  # credentials in the URL go in our header
         first_byte = headers_in = None  # through a proxy aiohttp connects: no stamps, processing ends now
         if cfg.proxy_url:
             hop.response = await self._via_proxy(hop, method, target, headers, body, ctx, sni)
@@ -441,9 +420,9 @@ class _Run:
             return self.prep.authorization
         try:
             if cfg.basic_auth is not None and cfg.basic_auth.password_file:
-                return _basic(cfg.basic_auth.username, _secret(cfg.basic_auth.password_file))
+                return _basic(cfg.basic_auth.username, read_secret(cfg.basic_auth.password_file))
             if cfg.basic_auth is None and cfg.bearer_token_file:
-                return f"Bearer {_secret(cfg.bearer_token_file)}"
+                return f"Bearer {read_secret(cfg.bearer_token_file)}"
         except OSError as exc:
             self.attempt.note(f"cannot read credentials: {exc}")
             raise ProbeFailure(reason_for_exception(exc)) from None  # config_file_unreadable
@@ -585,6 +564,18 @@ def _redirect_method(status: int, method: str, body: bytes | None) -> tuple[str,
 
 def _without_password(url: URL) -> URL:
     return url.with_password("<secret>") if url.password else url
+
+
+# Cached: a scheduled check probes the same URL at the same address run after run, and building or printing
+# a yarl URL each time is per-probe work that a hit avoids.
+@functools.lru_cache(maxsize=4096)
+def _shown_url(url: URL) -> str:
+    return str(_without_password(url))
+
+
+@functools.lru_cache(maxsize=4096)
+def _request_url(url: URL, address: str) -> URL:
+    return url.with_user(None).with_host(address)
 
 
 def _policy_host(host: str) -> str:

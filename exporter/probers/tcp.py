@@ -12,6 +12,7 @@ are read until one matches; EOF first is a mismatch), then send ``send`` plus a 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 import socket
@@ -182,11 +183,34 @@ async def open_socket(address: str, port: int, *, source: str | None = None) -> 
         sock.setblocking(False)
         if source:
             sock.bind((source, 0))
-        await loop.sock_connect(sock, (address, port))
+        await connect(loop, sock, (address, port))
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+async def connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: tuple[str, int]) -> None:
+    """``loop.sock_connect`` for an address that is already an IP: uvloop's looks every address up again
+    with ``getaddrinfo`` in its thread pool (a thread round trip per probe), asyncio's parses it again.
+    Errors are the same ``OSError`` subclasses (ConnectionRefusedError, ...) as sock_connect raises."""
+    err = sock.connect_ex(address)
+    if err in (errno.EINPROGRESS, errno.EAGAIN):
+        fd = sock.fileno()
+        writable = loop.create_future()
+        loop.add_writer(fd, _set_done, writable)
+        try:
+            await writable
+        finally:
+            loop.remove_writer(fd)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, f"Connect call failed {address}")
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def tls_context(attempt: Attempt, cfg: TLSConfig, *, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:

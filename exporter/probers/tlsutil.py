@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporter.config.loader import check_readable
 from exporter.config.model import TLSConfig
+from exporter.config.reading import check_readable
 from exporter.probers.errors import ConfigFileUnreadable
 
 _MIN_VERSIONS = {

@@ -51,8 +51,9 @@ from typing import Any
 import bcrypt
 from aiohttp import web
 
-from exporter.config import loader as L
-from exporter.config.loader import ConfigError
+from exporter.config.errors import ConfigError, child_path, expected_error
+from exporter.config.reading import check_readable, parse_yaml, read_bounded
+from exporter.config.values import Section, as_bool, as_nonempty, as_str, choice, list_of
 
 log = logging.getLogger("exporter.web.webconfig")
 
@@ -134,11 +135,11 @@ def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
     """Read and validate a web config file (the TLS files are loaded too); raises ConfigError."""
     source = os.fspath(path)
     try:  # a regular file of bounded size only: a FIFO or /dev/zero here must not hang or exhaust anything
-        text = L.read_bounded(source, MAX_WEB_CONFIG_BYTES).decode("utf-8")
+        text = read_bounded(source, MAX_WEB_CONFIG_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError("", f"cannot read web config file {source}: {getattr(e, 'strerror', None) or e}") from None
-    doc = L._parse_yaml(text, source)
-    top = L._Section(doc, "", _TOP_KEYS)
+    doc = parse_yaml(text, source)
+    top = Section(doc, "", _TOP_KEYS)
     config = WebConfig(
         tls=top.get("tls_server_config", _tls, None),
         headers=top.get("http_server_config", _http, ()),
@@ -151,17 +152,17 @@ def load_web_config(path: str | os.PathLike[str]) -> WebConfig:
 
 
 def _tls(raw: Any, path: str) -> TLSServerConfig:
-    s = L._Section(raw, path, _TLS_KEYS, unsupported=_TLS_UNSUPPORTED)
+    s = Section(raw, path, _TLS_KEYS, unsupported=_TLS_UNSUPPORTED)
     client_auth = s.get("client_auth_type", _client_auth_type, "NoClientCert")
     tls = TLSServerConfig(
         cert_file=s.require("cert_file", _readable_file),
         key_file=s.require("key_file", _readable_file),
         client_auth_type=client_auth,
         client_ca_file=s.get("client_ca_file", _readable_file, None),
-        min_version=s.get("min_version", L._choice(tuple(_VERSIONS)), "TLS12"),
-        max_version=s.get("max_version", L._choice(tuple(_VERSIONS)), None),
-        cipher_suites=s.get("cipher_suites", L._list_of(L._choice(tuple(_CIPHERS))), ()),
-        prefer_server_cipher_suites=s.get("prefer_server_cipher_suites", L._bool, True),
+        min_version=s.get("min_version", choice(tuple(_VERSIONS)), "TLS12"),
+        max_version=s.get("max_version", choice(tuple(_VERSIONS)), None),
+        cipher_suites=s.get("cipher_suites", list_of(choice(tuple(_CIPHERS))), ()),
+        prefer_server_cipher_suites=s.get("prefer_server_cipher_suites", as_bool, True),
     )
     if client_auth != "NoClientCert" and tls.client_ca_file is None:
         raise ConfigError(s.path_of("client_ca_file"), f"required with client_auth_type {client_auth}")
@@ -171,38 +172,38 @@ def _tls(raw: Any, path: str) -> TLSServerConfig:
 
 
 def _client_auth_type(v: Any, p: str) -> str:
-    s = L._str(v, p)
+    s = as_str(v, p)
     if s in _CLIENT_AUTH_UNSUPPORTED:
         raise ConfigError(p, f'"{s}" is not supported (client certificates are always verified here); use '
                              "VerifyClientCertIfGiven or RequireAndVerifyClientCert")
-    return L._choice(tuple(_CLIENT_AUTH))(s, p)
+    return choice(tuple(_CLIENT_AUTH))(s, p)
 
 
 def _readable_file(v: Any, p: str) -> str:
-    s = L._nonempty(v, p)
+    s = as_nonempty(v, p)
     try:
-        L.check_readable(s)
+        check_readable(s)
     except OSError as e:
         raise ConfigError(p, f"cannot read {s}: {e.strerror or e}") from None
     return s
 
 
 def _http(raw: Any, path: str) -> tuple[tuple[str, str], ...]:
-    s = L._Section(raw, path, _HTTP_KEYS)
-    s.get("http2", L._bool, True)  # aiohttp serves HTTP/1.1 only; accepted so toolkit files load
+    s = Section(raw, path, _HTTP_KEYS)
+    s.get("http2", as_bool, True)  # aiohttp serves HTTP/1.1 only; accepted so toolkit files load
     return s.get("headers", _headers, ())
 
 
 def _headers(raw: Any, path: str) -> tuple[tuple[str, str], ...]:
     if not isinstance(raw, dict):
-        raise L._expected(raw, path, "a mapping of header name to value")
+        raise expected_error(raw, path, "a mapping of header name to value")
     out = []
     for name, value in raw.items():
-        p = L._child(path, str(name))
+        p = child_path(path, str(name))
         canonical = next((h for h in _HEADERS if h.lower() == str(name).lower()), None)
         if canonical is None:
             raise ConfigError(p, f'header "{name}" cannot be set here (allowed: {", ".join(_HEADERS)})')
-        text = L._str(value, p)
+        text = as_str(value, p)
         allowed = _HEADERS[canonical]
         if allowed is not None and text.lower() not in allowed:
             raise ConfigError(p, f'invalid value "{text}" (allowed: {", ".join(allowed)})')
@@ -212,13 +213,13 @@ def _headers(raw: Any, path: str) -> tuple[tuple[str, str], ...]:
 
 def _users(raw: Any, path: str) -> dict[str, bytes]:
     if not isinstance(raw, dict):
-        raise L._expected(raw, path, "a mapping of user name to bcrypt hash")
+        raise expected_error(raw, path, "a mapping of user name to bcrypt hash")
     users = {}
     for name, value in raw.items():
-        p = L._child(path, str(name))
+        p = child_path(path, str(name))
         if not isinstance(name, str) or not name or ":" in name:
             raise ConfigError(p, "user names must be non-empty strings without ':'")
-        text = L._str(value, p)
+        text = as_str(value, p)
         if not _BCRYPT_HASH.fullmatch(text):
             raise ConfigError(p, "expected a bcrypt hash ($2a$, $2b$ or $2y$ followed by 56 characters), not a "
                                  "clear-text password; create one with: htpasswd -nBC 10 '' | tr -d ':\\n'")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers.processes import terminate
 
 T = TypeVar("T")
 
@@ -162,14 +163,8 @@ class ExporterProcess:
         """SIGTERM, wait up to ``timeout`` seconds (then SIGKILL); returns the exit code."""
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise ExporterError(f"exporter did not stop within {timeout}s of SIGTERM\n{self.logs()}") from None
+        if not terminate(self.proc, timeout):
+            raise ExporterError(f"exporter did not stop within {timeout}s of SIGTERM\n{self.logs()}")
         return self.proc.returncode
 
     async def astop(self, timeout: float = STOP_TIMEOUT) -> int:

@@ -15,6 +15,7 @@ import yaml
 from exporter.lab.scenario import Player, Scenario
 from exporter.lab.stack import Stack, find_alerts_dir, free_port
 from exporter.lab.world import World
+from tests.helpers.tools import alertmanager, prometheus
 
 
 @dataclass
@@ -25,11 +26,18 @@ class LabRun:
     exporter_url: str = ""  # the lab's exporter, e.g. http://127.0.0.1:PORT
 
 
+def require_stack() -> None:
+    """Skip (fail in CI) without Prometheus or Alertmanager; the project's alerts/ directory must be there."""
+    prometheus()
+    alertmanager()
+    assert find_alerts_dir() is not None, "alerts/ (rules and alertmanager.yml) not found"
+
+
 @asynccontextmanager
 async def lab_with_stack(scenario: Scenario, speed: float, *, on_phase=None) -> AsyncIterator[LabRun]:
     """Start world, exporter and stack, then play ``scenario``; everything is stopped on exit."""
-    from exporter.cli import serve
     from exporter.runtime import Runtime
+    from exporter.server import serve
 
     workdir = Path(tempfile.mkdtemp(prefix=f"lab-{scenario.name}-"))
     world = World(speed=speed)

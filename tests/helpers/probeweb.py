@@ -1,4 +1,4 @@
-"""In-process /probe: a started Runtime behind the aiohttp app, the refusal counter, a policy config, and a
+"""In-process /probe: a started Runtime behind the aiohttp app, the refusal counter, policy configs, and a
 guard that fails any connect to a non-loopback address instead of sending a packet."""
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from exporter.runtime import Runtime
 from exporter.web.app import make_app
-from tests.helpers.text import sample
+from tests.helpers.text import sample, write
+from tests.servers.dns import start_dns
+
+# Names a network allow list judges by the address they resolve to: one inside 127.0.0.1/32, one outside.
+INSIDE_OUTSIDE = {"inside.test.": {"A": ["127.0.0.1"]}, "outside.test.": {"A": ["127.0.0.2"]}}
 
 
 @asynccontextmanager
@@ -45,6 +49,22 @@ def policy_config(tmp_path: Path, probe: str) -> Path:
                     'regions: [{name: lab, resolvers: ["127.0.0.1:1"]}]\n'
                     f"probe:\n{body}\n")
     return path
+
+
+@asynccontextmanager
+async def serve_network_allow_list(tmp_path: Path) -> AsyncIterator[TestClient]:
+    """/probe where http_2xx may reach 127.0.0.1/32 only, names resolved by a local server (INSIDE_OUTSIDE)."""
+    dns = await start_dns(INSIDE_OUTSIDE)
+    try:
+        config = write(tmp_path / "c.yml", f"""
+            modules: {{http_2xx: {{prober: http, timeout: 3s}}}}
+            regions: [{{name: lab, resolvers: ["{dns.address}"]}}]
+            probe: {{allow: {{http_2xx: ["127.0.0.1/32"]}}}}
+        """)
+        async with serve(config) as client:
+            yield client
+    finally:
+        await dns.stop()
 
 
 def loopback_only(monkeypatch: pytest.MonkeyPatch, loop: asyncio.AbstractEventLoop | None = None) -> list[str]:

@@ -32,7 +32,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -333,28 +333,11 @@ class RealWorld(c.CatalogView):
         ri = self.region_names.index(self._region(region))
         return [f"{plan.resolver(ri, s)}:{self.dns_port}" for s in plan.RESOLVER_STYLES]
 
-    def url(self, service: str) -> str:
-        return f"{self.scheme}://{self.service(service).hostname}:{self.http_port}/"
+    def _nameserver_ips(self) -> Mapping[str, str]:
+        return self.zones.ns_ip
 
-    def nameserver_addresses(self, *, zone: str | None = None, operator: str | None = None,
-                             name: str | None = None) -> list[str]:
-        if sum(x is not None for x in (zone, operator, name)) != 1:
-            raise ValueError("select nameservers by exactly one of zone, operator or name")
-        if zone is not None:
-            z = self.zones.children.get(zone.rstrip("."))
-            if z is None:
-                raise ValueError(f"unknown zone {zone!r}")
-            return [ip for _, ip in z.nameservers]
-        if operator is not None:
-            if operator not in self.operators:
-                raise ValueError(f"unknown operator {operator!r} (known: {', '.join(self.operators)})")
-            return [self.zones.ns_ip[n] for f in c.FLEETS if f.operator == operator for n in f.names]
-        assert name is not None
-        if name in ("parent", zonefiles.PARENT_NAME):
-            return [plan.PARENT]
-        if name not in self.zones.ns_ip:
-            raise ValueError(f"unknown nameserver {name!r}")
-        return [self.zones.ns_ip[name]]
+    def _parent_ip(self) -> str:
+        return plan.PARENT
 
     def exporter_config(self) -> dict:
         return exporter_config(self)  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from exporter.lab import catalog as c
 from exporter.lab.netlab import plan
 from exporter.lab.zones import Zone, add_site, build_zone
 
-PARENT_NAME = "parent.lab"
+PARENT_NAME = c.PARENT_NAME
 
 
 @dataclass(frozen=True, slots=True)
