@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from exporter.checks import Check, offset_fraction
+from exporter.deadline import Deadline
 from exporter.probers.result import INTERNAL, TIMEOUT, ProbeResult
 from exporter.results import Histogram, ResultStore
 
@@ -54,25 +55,27 @@ def _failed(reason: str, started: float, now: float, lines: Iterable[str]) -> Pr
     )
 
 
-async def run_guarded(prober: ProberFn, check: Check, *, timeout: float | None = None) -> ProbeResult:
+async def run_guarded(prober: ProberFn, check: Check, *, timeout: float | None = None,
+                      loop: asyncio.AbstractEventLoop | None = None) -> ProbeResult:
     """Run one probe with a deadline ``timeout`` (default ``check.timeout``) seconds from now.
 
     The prober is cancelled ``GRACE_SECONDS`` after the deadline (reason ``timeout``); an exception or a
     non-result return becomes reason ``internal`` with the traceback logged. Cancellation of the caller
-    propagates.
+    propagates. ``loop`` is the running loop, when the caller holds it.
     """
-    loop = asyncio.get_running_loop()
+    loop = loop or asyncio.get_running_loop()
     started = loop.time()
     deadline = started + (check.timeout if timeout is None else timeout)
+    guard = Deadline(loop, deadline + GRACE_SECONDS)
     try:
-        async with asyncio.timeout_at(deadline + GRACE_SECONDS) as guard:
+        async with guard:
             result = await prober(check, deadline=deadline)
     except TimeoutError:
         if guard.expired():
             return _failed(TIMEOUT, started, loop.time(), [OVERRAN_LOG])
         return _internal_error(check, started, loop.time())
     except asyncio.CancelledError:
-        task = asyncio.current_task()
+        task = asyncio.current_task(loop)
         if task is None or task.cancelling():
             raise  # we are being cancelled (stop, client gone): not the prober's doing
         return _internal_error(check, started, loop.time())  # the prober raised CancelledError itself
@@ -84,13 +87,14 @@ async def run_guarded(prober: ProberFn, check: Check, *, timeout: float | None =
     return result
 
 
-async def run_with(probers: Mapping[str, ProberFn], check: Check, *, timeout: float | None = None) -> ProbeResult:
+async def run_with(probers: Mapping[str, ProberFn], check: Check, *, timeout: float | None = None,
+                   loop: asyncio.AbstractEventLoop | None = None) -> ProbeResult:
     """:func:`run_guarded` with the prober ``check`` names; an unknown prober is an ``internal`` result."""
     prober = probers.get(check.prober)
     if prober is None:
-        now = asyncio.get_running_loop().time()
+        now = (loop or asyncio.get_running_loop()).time()
         return _failed(INTERNAL, now, now, [f"no prober named {check.prober!r}"])
-    return await run_guarded(prober, check, timeout=timeout)
+    return await run_guarded(prober, check, timeout=timeout, loop=loop)
 
 
 def _internal_error(check: Check, started: float, now: float) -> ProbeResult:
@@ -142,6 +146,7 @@ class Scheduler:
         self._probers = MappingProxyType(dict(probers))
         self._concurrency = concurrency
         self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None  # the running loop, from start()
         self._sem: asyncio.Semaphore | None = None
         self._plan: dict[str, _Entry] = {}
         self._heap: list[tuple[float, int, _Entry]] = []
@@ -175,8 +180,9 @@ class Scheduler:
         """Load ``checks`` into the store and start the timer loop."""
         if self.running:
             raise RuntimeError("scheduler already started")
+        self._loop = asyncio.get_running_loop()
         if self._clock is None:
-            self._clock = asyncio.get_running_loop().time
+            self._clock = self._loop.time
         self._sem = asyncio.Semaphore(self._concurrency)
         self._anchor = self._clock()
         self._plan, self._heap = {}, []
@@ -207,7 +213,7 @@ class Scheduler:
 
     async def run_once(self, check: Check, *, timeout: float | None = None) -> ProbeResult:
         """Run one probe now, outside the schedule and its concurrency limit, with the usual guards."""
-        return await run_with(self._probers, check, timeout=timeout)
+        return await run_with(self._probers, check, timeout=timeout, loop=self._loop)
 
     # --- planning ---------------------------------------------------------------------------------------
     def _apply(self, checks: list[Check], now: float) -> None:
@@ -262,7 +268,8 @@ class Scheduler:
         # once for several probes and their answers tend to arrive in the same loop iteration.
         now = self._now()
         when = -(-self._heap[0][0] // TICK_SECONDS) * TICK_SECONDS
-        self._timer = asyncio.get_running_loop().call_later(max(0.0, when - now), self._tick)
+        loop = self._loop or asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, when - now), self._tick)
 
     def _tick(self) -> None:
         self._timer = None
@@ -279,7 +286,8 @@ class Scheduler:
             if entry.task is not None:
                 self.stats.skipped_total += 1  # the previous run of this check is still going
                 continue
-            task = asyncio.create_task(self._probe(entry, due), name=f"probe {entry.check.key!r}")
+            loop = self._loop or asyncio.get_running_loop()
+            task = loop.create_task(self._probe(entry, due), name=f"probe {entry.check.key!r}")
             entry.task = task
             self._tasks.add(task)
             task.add_done_callback(self._task_done(entry))

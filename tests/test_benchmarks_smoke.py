@@ -149,3 +149,14 @@ def test_cpu_seconds_counts_this_process() -> None:
     before = cpu_seconds(os.getpid())
     sum(i * i for i in range(2_000_000))
     assert cpu_seconds(os.getpid()) > before
+
+
+async def test_probe_cost_measures_successful_probes_only(site) -> None:
+    """``python -m benchmarks.probecost`` reports user and system CPU per probe, and refuses to report
+    figures for probes that failed (they would flatter the prober)."""
+    from benchmarks import probecost
+
+    figures = await probecost.measure(site.url("/"), probes=20, rounds=2, concurrency=4, warmup=5)
+    assert len(figures) == 2 and all(user > 0 and system >= 0 for user, system in figures)
+    with pytest.raises(RuntimeError, match="failed"):
+        await probecost.measure("http://127.0.0.1:1/", probes=5, rounds=1, concurrency=2, warmup=0)

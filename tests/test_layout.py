@@ -45,6 +45,7 @@ TESTED_UNDER_ANOTHER_NAME: dict[str, tuple[str, ...]] = {
     "exporter.probers.dnsanswer": ("tests/test_dns_prober.py", "tests/test_dns_strict.py"),
     "exporter.probers.errors": ("tests/test_tcp_prober.py",),
     "exporter.probers.http": ("tests/test_http_prober.py",),
+    "exporter.probers.httpsession": ("tests/test_probers_shared.py",),
     "exporter.probers.tcp": ("tests/test_tcp_prober.py",),
     "exporter.probers.tlsutil": ("tests/test_tcp_prober.py",),
     "exporter.probers.udpmux": ("tests/test_probe_timing.py", "tests/hostile/test_dns_peers.py"),

@@ -1,5 +1,6 @@
 """Probe durations are read at the event, and time a reply spends waiting for a busy event loop is not
-counted against the target (exporter/probers/clock.py, udpmux kernel stamps, the HTTP first-byte stamp)."""
+counted against the target (exporter/probers/clock.py; kernel stamps for DNS over UDP and plain HTTP, the
+first delivery over TLS)."""
 
 from __future__ import annotations
 
@@ -15,24 +16,24 @@ from aiohttp.client_proto import ResponseHandler
 
 from exporter import eventloop
 from exporter.checks import Check
-from exporter.config.model import DNSProbe, Module, Resolver
+from exporter.config.model import DNSProbe, Module, Resolver, TLSConfig
 from exporter.probers import clock, http, udpmux
 from exporter.probers import dns as dns_prober
 from exporter.probers import result as r
-from tests.servers.http import http_check, start_http
+from tests.servers.http import http_check, make_pki, start_http
 
 BLOCK = 0.15  # seconds the test stalls the event loop after the answer has arrived
 
 
-class PromptDNS:
-    """A UDP DNS server on its own thread: answers at once, however busy the test's event loop is."""
+class _ThreadServer:
+    """A loopback server on its own thread, so it answers however busy the test's event loop is.
+    ``_serve_one`` handles one request on ``self.sock`` (which has a short timeout) and sets ``self.seen``."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
-        self.answered = threading.Event()
+        self.seen = threading.Event()
         self._stop = False
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -40,19 +41,34 @@ class PromptDNS:
     def _serve(self) -> None:
         while not self._stop:
             try:
-                data, peer = self.sock.recvfrom(4096)
+                self._serve_one()
             except TimeoutError:
                 continue
-            query = dns.message.from_wire(data)
-            answer = dns.message.make_response(query)
-            answer.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A", "127.0.0.1"))
-            self.sock.sendto(answer.to_wire(), peer)
-            self.answered.set()
+
+    def _serve_one(self) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self._stop = True
         self._thread.join()
         self.sock.close()
+
+
+class PromptDNS(_ThreadServer):
+    """A UDP DNS server that answers at once; ``seen`` is set when it answered."""
+
+    def __init__(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        super().__init__(sock)
+
+    def _serve_one(self) -> None:
+        data, peer = self.sock.recvfrom(4096)
+        query = dns.message.from_wire(data)
+        answer = dns.message.make_response(query)
+        answer.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A", "127.0.0.1"))
+        self.sock.sendto(answer.to_wire(), peer)
+        self.seen.set()
 
 
 @pytest.fixture
@@ -88,7 +104,7 @@ async def test_udp_answer_carries_its_kernel_arrival_time(prompt_dns):
     wire = dns.message.make_query("www.test", "A").to_wire()
     task = asyncio.ensure_future(mux.query(wire, wire[12:], "127.0.0.1", prompt_dns.port, loop.time() + 2))
     await asyncio.sleep(0)  # the query goes out
-    assert prompt_dns.answered.wait(2)
+    assert prompt_dns.seen.wait(2)
     time.sleep(BLOCK)  # the loop is busy while the answer sits in the socket buffer
     answer = await task
     assert answer.sent <= answer.received < clock.now() - BLOCK * 0.9
@@ -102,7 +118,7 @@ async def test_dns_probe_leaves_out_time_the_answer_waited_for_the_loop(prompt_d
     begun = clock.now()
     task = asyncio.ensure_future(dns_prober.probe(dns_check(prompt_dns.port), deadline=loop.time() + 2))
     await asyncio.sleep(0)
-    assert prompt_dns.answered.wait(2)
+    assert prompt_dns.seen.wait(2)
     time.sleep(BLOCK)
     res = await task
     assert res.success, res.log
@@ -133,7 +149,57 @@ def test_durations_are_not_rounded_to_the_loop_clock():
     assert any(abs(d * 1000 - round(d * 1000)) > 1e-6 for d in measured)
 
 
-async def test_http_first_byte_ends_processing_and_later_waiting_is_not_counted(monkeypatch):
+class PromptHTTP(_ThreadServer):
+    """An HTTP server that answers each request ``DELAY`` after reading it; ``seen`` is set when it has
+    read a request."""
+
+    DELAY = 0.02
+    RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+    def __init__(self) -> None:
+        super().__init__(socket.create_server(("127.0.0.1", 0)))
+
+    def _serve_one(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.settimeout(2)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            self.seen.set()
+            time.sleep(self.DELAY)
+            conn.sendall(self.RESPONSE)
+            conn.recv(1)  # until the prober closes
+
+
+async def test_plain_http_reply_carries_its_kernel_arrival_time():
+    """A plain http:// hop reads with the kernel's receive stamps: a response that sat in the socket buffer
+    while the loop was busy is timed when it arrived, first byte, head and body alike."""
+    if not clock.STAMPED:
+        pytest.skip("no kernel receive timestamps on this platform")
+    server = PromptHTTP()
+    try:
+        loop = asyncio.get_running_loop()
+        begun = clock.now()
+        task = asyncio.ensure_future(http.probe(http_check(f"http://127.0.0.1:{server.port}/"),
+                                                deadline=loop.time() + 3))
+        while not server.seen.is_set():  # the request goes out
+            await asyncio.sleep(0.001)
+        time.sleep(BLOCK)  # the loop is busy while the answer arrives and sits in the socket buffer
+        res = await task
+    finally:
+        server.close()
+    assert res.success, res.log
+    assert clock.now() - begun > BLOCK
+    assert PromptHTTP.DELAY * 0.9 < res.phases[r.PHASE_PROCESSING] < BLOCK / 2
+    assert res.phases[r.PHASE_TRANSFER] < BLOCK / 2
+    assert res.duration_seconds < BLOCK / 2
+    assert sum(res.phases.values()) <= res.duration_seconds + 1e-6
+
+
+async def test_tls_first_byte_ends_processing_and_later_waiting_is_not_counted(monkeypatch, tmp_path):
+    """Over TLS aiohttp reads the response: its first delivery is the stamp, and the loop's later delay
+    between that callback and the probe resuming is left out."""
     original = ResponseHandler.data_received
     stalled: list[bool] = []
 
@@ -144,13 +210,15 @@ async def test_http_first_byte_ends_processing_and_later_waiting_is_not_counted(
         original(self, data)
 
     monkeypatch.setattr(ResponseHandler, "data_received", slow_to_resume)
-    site = await start_http()
+    pki = make_pki(tmp_path)
+    site = await start_http(ssl_context=pki.server_context(pki.valid))
     try:
         loop = asyncio.get_running_loop()
         begun = clock.now()
-        res = await http.probe(http_check(site.url("/")), deadline=loop.time() + 3)
+        res = await http.probe(http_check(site.url("/"), tls_config=TLSConfig(ca_file=pki.ca_file)),
+                               deadline=loop.time() + 3)
         assert res.success, res.log
-        assert clock.now() - begun > BLOCK
+        assert stalled and clock.now() - begun > BLOCK
         assert res.phases[r.PHASE_PROCESSING] < BLOCK / 2
         assert res.duration_seconds < BLOCK / 2
         assert sum(res.phases.values()) <= res.duration_seconds

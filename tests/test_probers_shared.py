@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import socket
 
-from exporter.probers import http, shared, udpmux
+from exporter.probers import httpsession, shared, udpmux
 
 
 async def test_the_last_runtime_to_stop_closes_what_the_loop_shares() -> None:
     shared.acquire()
     shared.acquire()
-    session = http._session()
+    session = httpsession.session()
     mux = udpmux.get(socket.AF_INET)
     await shared.release()
     assert not session.closed and udpmux.active() == [mux]  # the other runtime still probes
-    assert http._session() is session
+    assert httpsession.session() is session
     await shared.release()
     assert session.closed and udpmux.active() == []
-    fresh = http._session()  # a runtime started later opens its own
+    fresh = httpsession.session()  # a runtime started later opens its own
     assert fresh is not session and not fresh.closed
     shared.acquire()
     await shared.release()

@@ -401,6 +401,18 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path, peers: tuple[str
         wait_for(lambda: not [p for p in pids if alive(p)], "workers gone", exporter, timeout=5.0)
 
 
+def _names_on_both_workers(target: str, *, at_least: int) -> list[str]:
+    """At least ``at_least`` service names whose ``web`` check on ``target`` falls on each of two workers."""
+    names: list[str] = []
+    on: set[int] = set()
+    for i in range(1000):
+        names.append(f"svc{i:02d}")
+        on.add(worker_of(f"{names[-1]}\x1flab\x1fweb\x1f{target}\x1f", 2))
+        if len(names) >= at_least and on == {1, 2}:
+            return names
+    raise AssertionError("no names spread over both workers")
+
+
 @pytest.mark.slow
 def test_the_vantage_verdict_is_judged_once_from_controls_in_any_worker(tmp_path: Path,
                                                                         peers: tuple[str, str]) -> None:
@@ -408,12 +420,11 @@ def test_the_vantage_verdict_is_judged_once_from_controls_in_any_worker(tmp_path
     closed = closed_port()
     try:
         dead = f"127.0.0.1:{closed.getsockname()[1]}"
-        names = [f"svc{i:02d}" for i in range(6)]
+        # the port is random, and with it the workers the checks fall on: take names until both have some
+        names = _names_on_both_workers(f"http://{dead}/", at_least=6)
         controls = [(f"control-{i}", dead) for i in range(2)]
         config = tmp_path / "c.yml"
         config.write_text(config_text(f"http://{dead}/", peers[1], names, controls=controls))
-        workers = {worker_of(f"{n}\x1flab\x1fweb\x1fhttp://{dead}/\x1f", 2) for n in names}
-        assert workers == {1, 2}, "failing checks on both workers"
         with ExporterProcess(config, args=("--workers", "2")) as exporter:
             before = exporter.wait_all_ran(runs=2, timeout=20)  # first runs may beat the controls' verdict
             assert [ln for ln in before.splitlines() if ln.startswith("outage_vantage_healthy")] == \

@@ -19,6 +19,7 @@ the loader, so model.py can import it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -130,14 +131,7 @@ class ProbePolicy:
 
     def blocked(self, address: IPAddress) -> str | None:
         """Why ``address`` may not be probed through /probe ("cloud metadata address", ...), or None."""
-        for candidate in _embedded(address):
-            if any(_contains(n, candidate) for n in CLOUD_METADATA_NETWORKS):
-                if not self.allow_cloud_metadata:
-                    return "cloud metadata address"
-                continue
-            if not self.allow_link_local and any(_contains(n, candidate) for n in LINK_LOCAL_NETWORKS):
-                return "link-local address"
-        return None
+        return _blocked(address, self.allow_link_local, self.allow_cloud_metadata)
 
     @property
     def checks_addresses(self) -> bool:
@@ -145,6 +139,19 @@ class ProbePolicy:
         return not (self.allow_link_local and self.allow_cloud_metadata)
 
 
+@functools.lru_cache(maxsize=4096)  # judged on every /probe connect, mostly for the same few addresses
+def _blocked(address: IPAddress, allow_link_local: bool, allow_cloud_metadata: bool) -> str | None:
+    for candidate in _embedded(address):
+        if any(_contains(n, candidate) for n in CLOUD_METADATA_NETWORKS):
+            if not allow_cloud_metadata:
+                return "cloud metadata address"
+            continue
+        if not allow_link_local and any(_contains(n, candidate) for n in LINK_LOCAL_NETWORKS):
+            return "link-local address"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
 def parse_ip(text: str) -> IPAddress | None:
     host = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:

@@ -18,6 +18,7 @@ import dns.name
 
 from exporter.config.probe_policy import ConnectRefused
 from exporter.probers import result as r
+from exporter.probers.http1 import ProtocolError
 
 
 class ConfigFileUnreadable(OSError):
@@ -72,6 +73,8 @@ def _reason(exc: BaseException, dns_context: bool, phase: str | None) -> str:
         reason = _aiohttp_reason(exc)
         if reason is not None:
             return reason
+    if isinstance(exc, ProtocolError):
+        return r.HTTP_PROTOCOL  # the response could not be parsed
     if isinstance(exc, dns.message.Truncated):
         return r.DNS_MALFORMED
     if isinstance(exc, dns.exception.FormError | dns.exception.SyntaxError | dns.name.NameTooLong |

@@ -1,30 +1,31 @@
-"""HTTP prober: blackbox_exporter's http module semantics on aiohttp, with a DNS path we control.
+"""HTTP prober: blackbox_exporter's http module semantics, with a DNS path we control.
 
 Per hop (the first request and every redirect followed): resolve the URL host through the check's
-resolvers (fresh each time), connect to the first address ourselves, do the TLS handshake ourselves
-(SNI and certificate name = the hostname), then hand the open connection to aiohttp, which writes the
-request and parses the response. Doing the connection ourselves gives exact connect and tls phases and
-keeps aiohttp's resolver and DNS cache out of the picture. Phases are summed over hops, like blackbox.
+resolvers (fresh each time) and connect to the first address ourselves. A plain ``http://`` hop then
+speaks HTTP/1.1 on that socket with :mod:`exporter.probers.http1`, which reads with the kernel's receive
+stamps. An ``https://`` hop does the TLS handshake ourselves (SNI and certificate name = the hostname) and
+hands the open connection to aiohttp, which writes the request and parses the response. Doing the
+connection ourselves gives exact connect and tls phases and keeps aiohttp's resolver and DNS cache out of
+the picture. Phases are summed over hops, like blackbox.
 
 Phases: resolve (only when a name was looked up), connect, tls, processing (connection ready -> first
 response byte, as blackbox's got-connection -> first byte), transfer (body). Through a ``proxy_url``
 aiohttp connects to the proxy itself; connect then covers the proxy connection and any tunnel and TLS
 set-up, tls is absent, and processing ends when the response headers are parsed.
 
-Timing: phases are read from ``clock.now`` at the event. The first response byte is stamped in the
-protocol's ``data_received``, and so is every later delivery; the time from the latest delivery until
-the probe's task resumes with the parsed response (a busy event loop's queue, plus header parsing) is
-left out of the probe's duration, while a peer that is slow to finish its headers is still timed in
-full. What a
-busy loop still adds is the time between the bytes' arrival in the kernel and that callback: aiohttp's
-transports read with ``recv``, which carries no kernel timestamp.
+Timing: phases are read from ``clock.now`` at the event, and replies are stamped when they arrived. On a
+plain hop that is the kernel's stamp of the segment (``SO_TIMESTAMPNS``), for the first response byte, the
+end of the head and the last body bytes. Over TLS it is aiohttp's ``data_received`` callback, which a busy
+loop can run late: its transports read with ``recv``, which carries no kernel stamp. Either way the time
+from the latest stamp until the probe's task resumes (the event loop's queue, plus parsing) is left out of
+the probe's duration, while a peer that is slow to finish its headers or body is still timed in full.
 
 Where this differs from blackbox: only HTTP/1.x is spoken (aiohttp has no HTTP/2 client);
-``body_size_limit`` counts the decoded body, as aiohttp decompresses while reading; credentials
+``body_size_limit`` counts the decoded body (gzip and deflate are decoded while reading); credentials
 (basic_auth, bearer tokens, an Authorization header) are not sent to another origin a redirect points at.
 
-One aiohttp session per event loop is shared by all probes; it never reuses a connection (a probe must
-see a fresh connect) and keeps no cookies. Everything derivable from the module config is prepared once
+One aiohttp session per event loop is shared by the probes that use it; it never reuses a connection (a
+probe must see a fresh connect) and keeps no cookies. Everything derivable from the module config is prepared once
 per :class:`HTTPProbe` (``_prepare``) or per :class:`TLSConfig` (``tlsutil.client_context``).
 """
 
@@ -34,9 +35,6 @@ import asyncio
 import base64
 import functools
 import ssl
-import weakref
-from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import aiohttp
@@ -48,7 +46,7 @@ from exporter import __version__
 from exporter.checks import Check
 from exporter.config.model import MAX_BODY_BYTES, MAX_REDIRECTS, HTTPProbe
 from exporter.config.probe_policy import Endpoint, check_hop
-from exporter.probers import clock, tlsutil, twopath
+from exporter.probers import http1, httpsession, tlsutil, twopath
 from exporter.probers import result as r
 from exporter.probers.errors import reason_for_exception
 from exporter.probers.resolve import ip_literal
@@ -59,6 +57,7 @@ from exporter.probers.tcp import (
     Attempt,
     ProbeFailure,
     handshake_timeout,
+    new_socket,
     tls_context,
 )
 
@@ -67,73 +66,11 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CHUNK = 64 * 1024
 _STAGE_REDIRECT = "redirect"  # not a phase: judging a redirect's target under a /probe policy
-MAX_HEADER_LINE = 64 * 1024  # aiohttp's 8 KiB default rejects real sites with long CSP / cookie headers
-
-
-# --- The shared session and the connection hand-off --------------------------------------------------------
-class _HopConnection:
-    """What the connector should use for the request being sent in the current task."""
-
-    __slots__ = ("protocol", "on_connected")
-
-    def __init__(self, protocol: ResponseHandler | None,
-                 on_connected: Callable[[ResponseHandler], None] | None = None) -> None:
-        self.protocol = protocol  # a connection the probe opened, or None to let aiohttp connect (proxy)
-        self.on_connected = on_connected
-
-
-_HOP: ContextVar[_HopConnection | None] = ContextVar("outage_exporter_http_hop", default=None)
-
-
-class _TimedHandler(ResponseHandler):
-    """aiohttp's protocol, noting when response bytes were handed to it: the earliest moment the exporter
-    sees them, before aiohttp parses them and before the probe's task resumes."""
-
-    first_byte: float | None = None
-    latest_bytes: float | None = None
-
-    def data_received(self, data: bytes) -> None:
-        if data:
-            self.latest_bytes = now = clock.now()
-            if self.first_byte is None:
-                self.first_byte = now
-        super().data_received(data)
-
-
-class _ProbeConnector(aiohttp.TCPConnector):
-    """Returns the connection the probe opened (found in a context variable of the probe's task)."""
-
-    async def _create_connection(self, req, traces, timeout):  # type: ignore[no-untyped-def]
-        hop = _HOP.get()
-        if hop is not None and hop.protocol is not None:
-            return hop.protocol
-        protocol = await super()._create_connection(req, traces, timeout)
-        if hop is not None and hop.on_connected is not None:
-            hop.on_connected(protocol)
-        return protocol
-
-
-_SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
-    weakref.WeakKeyDictionary())
-
-
-def _session() -> aiohttp.ClientSession:
-    loop = asyncio.get_running_loop()
-    session = _SESSIONS.get(loop)
-    if session is None or session.closed:
-        connector = _ProbeConnector(force_close=True, limit=0, use_dns_cache=False)
-        session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                        timeout=aiohttp.ClientTimeout(total=None), trust_env=False,
-                                        max_line_size=MAX_HEADER_LINE, max_field_size=MAX_HEADER_LINE)
-        _SESSIONS[loop] = session
-    return session
 
 
 async def close() -> None:
-    """Close the running loop's shared session (call at shutdown; the next probe opens a new one)."""
-    session = _SESSIONS.pop(asyncio.get_running_loop(), None)
-    if session is not None:
-        await session.close()
+    """Close the running loop's shared aiohttp session (call at shutdown; the next probe opens a new one)."""
+    await httpsession.close()
 
 
 # --- Config-derived, computed once per HTTPProbe ---------------------------------------------------------
@@ -209,14 +146,18 @@ def _host_header(url: URL) -> str:
 
 
 # --- One probe run ---------------------------------------------------------------------------------------
+Reply = aiohttp.ClientResponse | http1.Response
+
+
 class _Hop:
     """One request/response exchange and the connection it used."""
 
-    __slots__ = ("response", "transport", "tls")
+    __slots__ = ("response", "transport", "direct", "tls")
 
     def __init__(self) -> None:
-        self.response: aiohttp.ClientResponse | None = None
-        self.transport: asyncio.BaseTransport | None = None  # only when the probe opened it
+        self.response: Reply | None = None
+        self.transport: asyncio.BaseTransport | None = None  # only when the probe opened it for aiohttp
+        self.direct: http1.Connection | None = None  # a plain hop spoken without aiohttp
         self.tls: tlsutil.TLSInfo | None = None
 
     def close(self) -> None:
@@ -224,13 +165,19 @@ class _Hop:
             self.response.close()
         if self.transport is not None:
             self.transport.close()
+        if self.direct is not None:
+            self.direct.close()
 
     def abort(self) -> None:
         """Drop the connection at once. A failed exchange owes the peer no graceful TLS shutdown, and a
         peer that stopped reading would otherwise hold our socket for SSL_SHUTDOWN_TIMEOUT longer."""
+        if self.direct is not None:
+            self.direct.close()
+            return
         transport = self.transport
-        if transport is None and self.response is not None and self.response.connection is not None:
-            transport = self.response.connection.transport
+        response = self.response
+        if transport is None and isinstance(response, aiohttp.ClientResponse) and response.connection is not None:
+            transport = response.connection.transport
         if transport is not None:
             transport.abort()
 
@@ -317,7 +264,7 @@ class _Run:
         self.attempt.end()
 
     # -- one exchange --
-    async def _exchange(self, hop: _Hop, url: URL, method: str, body: bytes | None) -> aiohttp.ClientResponse:
+    async def _exchange(self, hop: _Hop, url: URL, method: str, body: bytes | None) -> Reply:
         cfg, attempt = self.cfg, self.attempt
         host = url.raw_host or ""
         same_origin = _authority(url) == self.origin
@@ -334,19 +281,42 @@ class _Run:
         attempt.note(f"{method} {_shown_url(url)}{shown}")
         target = _request_url(url, address)  # credentials in the URL go in our header
         first_byte = headers_in = None  # through a proxy aiohttp connects: no stamps, processing ends now
+        port = url.port or _DEFAULT_PORTS[url.scheme]
         if cfg.proxy_url:
             hop.response = await self._via_proxy(hop, method, target, headers, body, ctx, sni)
+        elif ctx is None:
+            response = hop.response = await self._direct(hop, address, port, method, url, headers, body)
+            first_byte, headers_in = hop.direct.first_arrival if hop.direct else None, response.arrived
         else:
-            protocol = await self._open(hop, address, url.port or _DEFAULT_PORTS[url.scheme], ctx, sni)
-            hop.response = await self._send(_HopConnection(protocol), method, target, headers, body, None)
+            protocol = await self._open(hop, address, port, ctx, sni)
+            hop.response = await self._send(httpsession.HopConnection(protocol), method, target, headers, body,
+                                            None)
             first_byte, headers_in = protocol.first_byte, protocol.latest_bytes
         attempt.end_at_reply(first_byte, headers_in)
         self._record_response(hop.response)
         attempt.set_tls_details(hop.tls)
         return hop.response
 
+    async def _direct(self, hop: _Hop, address: str, port: int, method: str, url: URL,
+                      headers: list[tuple[str, str]], body: bytes | None) -> http1.Response:
+        """A plain hop: connect, then one HTTP/1.1 exchange on our own socket (stamped by the kernel)."""
+        attempt = self.attempt
+        try:
+            request = http1.request(method, url.raw_path_qs, headers, body)
+        except ValueError as exc:
+            attempt.note(f"cannot send the request: {exc}")
+            raise ProbeFailure(r.CONN_ERROR) from None
+        hop.direct = connection = http1.Connection(new_socket(address), attempt.loop)
+
+        def connected() -> None:
+            attempt.connected(address, port)
+            attempt.begin(r.PHASE_PROCESSING)
+
+        attempt.connecting(address, port)
+        return await connection.exchange((address, port), request, method, connected)
+
     async def _open(self, hop: _Hop, address: str, port: int, ctx: ssl.SSLContext | None,
-                    sni: str | None) -> _TimedHandler:
+                    sni: str | None) -> httpsession.TimedHandler:
         """Connect (and handshake) to ``address`` ourselves; the phases are timed here."""
         attempt, loop = self.attempt, self.attempt.loop
         sock = await attempt.connect(address, port)
@@ -357,7 +327,7 @@ class _Run:
                             ssl_handshake_timeout=handshake_timeout(self.deadline, loop))
         try:
             transport, protocol = await loop.create_connection(
-                lambda: _TimedHandler(loop=loop), sock=sock, **tls_args)
+                lambda: httpsession.TimedHandler(loop=loop), sock=sock, **tls_args)
         except BaseException:
             sock.close()
             raise
@@ -383,19 +353,14 @@ class _Run:
         extra = dict(proxy=self.cfg.proxy_url, ssl=ctx if ctx is not None else True)
         if ctx is not None and sni:
             extra["server_hostname"] = sni
-        return await self._send(_HopConnection(None, connected), method, target, headers, body, extra)
+        return await self._send(httpsession.HopConnection(None, connected), method, target, headers, body, extra)
 
-    async def _send(self, connection: _HopConnection, method: str, target: URL,
+    async def _send(self, connection: httpsession.HopConnection, method: str, target: URL,
                     headers: list[tuple[str, str]], body: bytes | None,
                     extra: dict | None) -> aiohttp.ClientResponse:
         if connection.protocol is not None:
             self.attempt.begin(r.PHASE_PROCESSING)
-        token = _HOP.set(connection)
-        try:
-            return await _session().request(method, target, headers=headers, data=body,
-                                            allow_redirects=False, **(extra or {}))
-        finally:
-            _HOP.reset(token)
+        return await httpsession.request(connection, method, target, headers, body, extra)
 
     # -- request details --
     def _host_for(self, url: URL, same_origin: bool) -> str:
@@ -438,7 +403,7 @@ class _Run:
                                    ip_literal(host) or host)
 
     # -- the response --
-    def _record_response(self, response: aiohttp.ClientResponse) -> None:
+    def _record_response(self, response: Reply) -> None:
         details = self.attempt.details
         version = f"{response.version.major}.{response.version.minor}"
         details[r.D_HTTP_STATUS] = response.status
@@ -447,9 +412,11 @@ class _Run:
         details[r.D_HTTP_CONTENT_LENGTH] = -1 if length is None else length
         self.attempt.note(f"received HTTP/{version} {response.status} {response.reason or ''}".rstrip())
 
-    def _redirect_target(self, url: URL, response: aiohttp.ClientResponse) -> URL | None:
+    def _redirect_target(self, url: URL, response: Reply) -> URL | None:
+        if not (self.cfg.follow_redirects and response.status in REDIRECT_STATUSES):
+            return None
         location = response.headers.get("Location")
-        if not (self.cfg.follow_redirects and response.status in REDIRECT_STATUSES and location):
+        if not location:
             return None
         try:
             target = url.join(URL(location))
@@ -461,7 +428,7 @@ class _Run:
             return None
         return target
 
-    async def _evaluate(self, response: aiohttp.ClientResponse) -> None:
+    async def _evaluate(self, response: Reply) -> None:
         """Checks in blackbox's order; the first failure is the reason, the body is read regardless."""
         cfg, attempt, details = self.cfg, self.attempt, self.attempt.details
         details[r.D_FAILED_DUE_TO_REGEX] = 0
@@ -503,7 +470,7 @@ class _Run:
             return r.TLS_REQUIRED
         return None
 
-    async def _read_body(self, response: aiohttp.ClientResponse) -> tuple[bytes | None, bool]:
+    async def _read_body(self, response: Reply) -> tuple[bytes | None, bool]:
         """Stream the body, never taking more than limit + 1 bytes; keep it only if regexes need it."""
         attempt, limit, keep = self.attempt, self.prep.limit, self.prep.keep_body
         attempt.begin(r.PHASE_TRANSFER)
@@ -520,7 +487,10 @@ class _Run:
                 return None, True
             if keep:
                 parts.append(chunk)
-        attempt.end()
+        if isinstance(response, http1.Response):
+            attempt.end_at_reply(response.last_arrival)  # the last bytes' arrival, not the loop's turn
+        else:
+            attempt.end()
         attempt.details[r.D_HTTP_BODY_BYTES] = total
         attempt.note(f"read {total} body bytes")
         return (b"".join(parts) if keep else None), False
@@ -589,5 +559,5 @@ def _strip_port(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
-def _is_redirect(response: aiohttp.ClientResponse) -> bool:
+def _is_redirect(response: Reply) -> bool:
     return response.status in REDIRECT_STATUSES and "Location" in response.headers

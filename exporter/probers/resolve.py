@@ -15,6 +15,7 @@ only such records is ``dns_no_answer``, as is a CNAME chain that loops or runs t
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ class Resolution:
     looked_up: bool = False  # False for IP literals and localhost: no resolve phase to report
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every probe of a check, with the same few hosts
 def ip_literal(host: str) -> str | None:
     """The address if ``host`` is an IP literal (brackets allowed for IPv6), else None."""
     h = host[1:-1] if host.startswith("[") and host.endswith("]") else host
@@ -63,13 +65,13 @@ async def resolve(
     log: ProbeLog,
 ) -> Resolution:
     """Resolve ``host``; never raises. See the module docstring for the search order."""
-    loop = asyncio.get_running_loop()
     literal = ip_literal(host)
     if literal is not None:
         return Resolution(addresses=(literal,))
     if host.lower() in _LOCALHOST:
         v4, v6 = _LOCALHOST[host.lower()]
         return Resolution(addresses=(v4, v6) if prefer == "ip4" else (v6, v4))
+    loop = asyncio.get_running_loop()
     if not resolvers:
         log(clock.now(), f"no resolvers configured to resolve {host}")
         return Resolution(reason=r.DNS_TIMEOUT, looked_up=True)

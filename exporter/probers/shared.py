@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 
-from exporter.probers import http, udpmux
+from exporter.probers import httpsession, udpmux
 
 _USERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
 
@@ -29,5 +29,5 @@ async def release() -> None:
         _USERS[loop] = left
         return
     _USERS.pop(loop, None)
-    await http.close()
+    await httpsession.close()
     await udpmux.close()

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from exporter.checks import Check
 from exporter.config.model import QueryResponse, Resolver, TCPProbe, TLSConfig
 from exporter.config.probe_policy import check_connect
+from exporter.deadline import Deadline
 from exporter.probers import clock, tlsutil
 from exporter.probers import result as r
 from exporter.probers.errors import ConfigFileUnreadable, reason_for_exception
@@ -33,6 +34,7 @@ LINE_LIMIT = 64 * 1024  # longest line an expect is matched against (blackbox's 
 SSL_SHUTDOWN_TIMEOUT = 1.0  # seconds we wait for the peer's close_notify before dropping the socket
 _MAX_ERROR_TEXT = 300  # characters of an exception's text kept in the probe log
 _STAGE_DIALOGUE = "query_response"  # not a reported phase: a deadline here is a plain timeout
+_SOCK_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)  # Linux: a socket non-blocking from its creation
 
 
 class ProbeFailure(Exception):
@@ -99,7 +101,7 @@ class Attempt:
         """Run ``work`` under the deadline and build the result; never raises except CancelledError."""
         reason: str | None = None
         try:
-            async with asyncio.timeout_at(deadline):
+            async with Deadline(self.loop, deadline):
                 await work()
         except ProbeFailure as exc:
             reason = exc.reason
@@ -148,12 +150,19 @@ class Attempt:
         return address
 
     async def connect(self, address: str, port: int, *, source: str | None = None) -> socket.socket:
+        self.connecting(address, port, source=source)
+        sock = await open_socket(address, port, source=source, loop=self.loop)
+        self.connected(address, port)
+        return sock
+
+    def connecting(self, address: str, port: int, *, source: str | None = None) -> None:
+        """The connect phase begins (for a prober that connects its socket itself)."""
         self.note(f"connecting to {_join(address, port)}" + (f" from {source}" if source else ""))
         self.begin(r.PHASE_CONNECT)
-        sock = await open_socket(address, port, source=source)
+
+    def connected(self, address: str, port: int) -> None:
         self.end()
         self.note(f"connected to {_join(address, port)}")
-        return sock
 
     def record_tls(self, transport: asyncio.BaseTransport) -> tlsutil.TLSInfo | None:
         ssl_object = transport.get_extra_info("ssl_object")
@@ -173,17 +182,29 @@ class Attempt:
                 self.details[r.D_CERT_EXPIRY] = info.cert_expiry
 
 
-async def open_socket(address: str, port: int, *, source: str | None = None) -> socket.socket:
+async def open_socket(address: str, port: int, *, source: str | None = None,
+                      loop: asyncio.AbstractEventLoop | None = None) -> socket.socket:
     """A connected non-blocking TCP socket to an IP address; the caller owns (and closes) it."""
-    check_connect(address)  # a /probe policy, when one is in force (exporter.config.probe_policy)
-    loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if family_of(address) == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = new_socket(address, source=source)
     try:
-        sock.setblocking(False)
+        await connect(loop or asyncio.get_running_loop(), sock, (address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def new_socket(address: str, *, source: str | None = None) -> socket.socket:
+    """A non-blocking TCP socket for connecting to ``address``, which a /probe policy in force has allowed
+    (exporter.config.probe_policy); not yet connected. The caller owns (and closes) it."""
+    check_connect(address)
+    family = socket.AF_INET6 if family_of(address) == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM | _SOCK_NONBLOCK)  # saves a system call where it can
+    try:
+        if not _SOCK_NONBLOCK:
+            sock.setblocking(False)
         if source:
             sock.bind((source, 0))
-        await connect(loop, sock, (address, port))
     except BaseException:
         sock.close()
         raise

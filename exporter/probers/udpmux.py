@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import platform
 import secrets
 import socket
 import struct
@@ -52,19 +51,11 @@ IDLE_CLOSE_SECONDS = 30.0
 RECEIVE_BUFFER = 4 * 1024 * 1024  # asked for; the kernel caps it at net.core.rmem_max
 READS_PER_WAKEUP = 64  # datagrams read per readiness callback, so a flood cannot starve the loop
 MAX_DATAGRAM = 65535
-ANCILLARY_SPACE = 64  # room for one SCM_TIMESTAMPNS message (struct timespec) and its header
 
 _LINUX = sys.platform.startswith("linux")
 _RECVERR = {socket.AF_INET: (socket.IPPROTO_IP, 11), socket.AF_INET6: (socket.IPPROTO_IPV6, 25)}
 _RECVERR_CMSGS = frozenset(_RECVERR.values())  # an IPv6 socket reports errors of IPv4 peers at IP level
 _EXTENDED_ERR = struct.Struct("=I")  # sock_extended_err starts with ee_errno
-# SO_TIMESTAMPNS (also the cmsg type) has this value on the architectures using the generic socket
-# numbers; the few others (alpha, mips, parisc, sparc) go without kernel stamps.
-_SO_TIMESTAMPNS = 35
-_STAMPED = _LINUX and platform.machine().lower() in {
-    "x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "armv7l", "armv6l", "riscv64", "ppc64le",
-    "ppc64", "s390x", "loongarch64"}
-_TIMESPEC = {16: struct.Struct("=qq"), 8: struct.Struct("=ii")}  # 64- and 32-bit time_t
 _QR_OPCODE_MASK = 0xF800  # QR plus the opcode bits of the flags word
 _QR = 0x8000
 _NO_QUESTION_OK = frozenset({1, 2, 4, 5})  # FORMERR, SERVFAIL, NOTIMP, REFUSED
@@ -116,7 +107,7 @@ class UDPMux:
             sock.setblocking(False)
             if _LINUX:
                 sock.setsockopt(*_RECVERR[family], 1)
-            self.stamped = _STAMPED and _enable_timestamps(sock)
+            self.stamped = clock.enable_timestamps(sock)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             except OSError:
@@ -201,8 +192,8 @@ class UDPMux:
             self._deliver(data, peer[0], peer[1], received)
 
     def _read_stamped(self) -> tuple[bytes, tuple, float]:
-        data, ancillary, _, peer = self.sock.recvmsg(MAX_DATAGRAM, ANCILLARY_SPACE)
-        return data, peer, _arrival(ancillary, self._offset)
+        data, ancillary, _, peer = self.sock.recvmsg(MAX_DATAGRAM, clock.ANCILLARY_SPACE)
+        return data, peer, clock.arrival(ancillary, self._offset)
 
     def _read(self) -> tuple[bytes, tuple, float]:
         data, peer = self.sock.recvfrom(MAX_DATAGRAM)
@@ -285,23 +276,6 @@ class UDPMux:
         except RuntimeError:
             pass  # closing from outside the loop (interpreter exit): nothing is registered any more
         self._finalizer()
-
-
-def _enable_timestamps(sock: socket.socket) -> bool:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-    except OSError:
-        return False
-    return True
-
-
-def _arrival(ancillary: list[tuple[int, int, bytes]], offset: clock.RealtimeOffset) -> float:
-    """The kernel's receive stamp of a datagram on the ``clock.now`` clock, else the present."""
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) in _TIMESPEC:
-            seconds, nanoseconds = _TIMESPEC[len(data)].unpack(data)
-            return offset.convert(seconds * 1_000_000_000 + nanoseconds)
-    return clock.now()
 
 
 def _answers(data: bytes, pending: _Pending) -> bool:
