@@ -119,6 +119,7 @@ def run(ns: argparse.Namespace, args: list[str]) -> int:
     command = shlex.join(["python", "-m", "benchmarks", *args])
     workdir = Path(tempfile.mkdtemp(prefix="outage-bench-"))
     cores = Cores.plan()
+    cores.pin_harness()
     started = time.monotonic()
     try:
         targets = start_targets(workdir / "targets", cores.others, dns_software=ns.dns_server)

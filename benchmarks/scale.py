@@ -8,8 +8,10 @@ one full interval of warm-up (every check has run once), a window of at least on
 - scheduler lag and event-loop lag: p50/p99 from the change of the exporter's own histograms over the
   window (interpolated inside buckets, as PromQL's histogram_quantile does, so they are estimates);
 - RSS: the highest resident size sampled each second in the window, and VmHWM;
-- /metrics: client-side time of a full GET (request sent to last byte read) for a few scrapes spread over
-  the window, and the body size. Those scrapes belong to the load, as Prometheus's would.
+- /metrics: client-side time of a full GET (request sent to last byte read, the body read through one
+  reused buffer as a scraper reads it) for a few scrapes spread over the window, and the body size. Those
+  scrapes, and the two at the window's edges that read the counters, belong to the load, as Prometheus's
+  would.
 
 Each size runs once per worker count (``--workers``): with N workers the exporter is pinned to N CPUs (the
 first N usable ones; on a machine with no more than N CPUs they are shared with the targets and the load
@@ -26,7 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from benchmarks import promtext
 from benchmarks.context import Context, sleep_until
 from benchmarks.exporters import dns_check, http_check, scheduled_file, start_ours
-from benchmarks.procs import cpu_seconds, http_get, peak_rss_bytes, rss_bytes
+from benchmarks.procs import cpu_seconds, http_get, peak_rss_bytes, rss_bytes, timed_get
 from tests.helpers.processes import children
 
 
@@ -35,7 +37,7 @@ class ScaleSettings:
     sizes: tuple[int, ...] = (1_000, 10_000, 30_000)
     interval: float = 15.0
     window: float = 30.0  # at least one interval
-    metrics_samples: int = 4  # timed /metrics scrapes inside the window (plus the two at its edges)
+    metrics_samples: int = 4  # timed /metrics scrapes inside the window (plus two untimed ones at its edges)
     workers: tuple[int, ...] = (1,)  # --workers of the exporter: every size runs once with each
 
 
@@ -108,26 +110,28 @@ def _one_size(ctx: Context, settings: ScaleSettings, size: int, workers: int) ->
     prober = start_ours(config, workdir, cpus, name="outage-exporter-scale", args=("--workers", str(workers)))
     try:
         startup = time.monotonic() - launched
-        first_scrape = http_get(prober.url + "/metrics")[1]  # right after ready: nothing rendered or cached yet
+        first_scrape = timed_get(prober.url + "/metrics")[1]  # right after ready
         time.sleep(settings.interval + 1.0)
         window = max(settings.window, settings.interval)
         started = time.monotonic()
         pids = [prober.pid, *children(prober.pid)]
         cpu0 = _each(cpu_seconds, pids)
-        first, t_first = http_get(prober.url + "/metrics")
-        timings, rss = [t_first], [_rss(pids)]
+        first = http_get(prober.url + "/metrics")[0]
+        timings: list[float] = []
+        rss = [_rss(pids)]
         samples = settings.metrics_samples
         scrape_at = [started + window * (i + 1) / (samples + 1) for i in range(samples)]
         while time.monotonic() < started + window:
             if scrape_at and time.monotonic() >= scrape_at[0]:
                 scrape_at.pop(0)
-                timings.append(http_get(prober.url + "/metrics")[1])
+                timings.append(timed_get(prober.url + "/metrics")[1])
             rss.append(_rss(pids))
             sleep_until(min([started + window, time.monotonic() + 1.0, *scrape_at[:1]]))
+        if not timings:  # a window too short for its samples (the smoke profile)
+            timings.append(timed_get(prober.url + "/metrics")[1])
         cpu1 = _each(cpu_seconds, pids)
         elapsed = time.monotonic() - started
-        last, t_last = http_get(prober.url + "/metrics")
-        timings.append(t_last)
+        last = http_get(prober.url + "/metrics")[0]
         peak = sum(_each(peak_rss_bytes, pids))
     finally:
         prober.stop()

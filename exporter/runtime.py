@@ -13,12 +13,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from exporter import checks as checks_mod
+from exporter import heap
 from exporter.checks import Check
 from exporter.config import ConfigError, load_config
 from exporter.config.addresses import parse_dns_server_or_host
 from exporter.config.model import Config, Module, Region
 from exporter.config.reading import GC_PAUSE, MAX_CONFIG_BYTES, check_readable
 from exporter.config.references import ReferencedFile, referenced_files
+from exporter.exposition.scheduled import prepare_scheduled
 from exporter.exposition.self_metrics import SelfMetrics
 from exporter.looplag import LoopLagMonitor
 from exporter.results import ResultStore
@@ -107,10 +109,17 @@ class Runtime:
         self._files = referenced_files(config)
         await self.check_config_files()
         self._files_task = asyncio.create_task(self._recheck_config_files(), name="config-files")
+        await self._settle_load()
         self.self_metrics.reload_succeeded()
         self.ready = True
         log.info("started", extra={"fields": {"config": config.source, "checks": len(self.checks),
                                               "regions": len(config.regions), "workers": self.workers}})
+
+    async def _settle_load(self) -> None:
+        """After a load: render every check's /metrics text (the next scrape only joins it), then keep what
+        the load made out of later full garbage collections (exporter.heap)."""
+        await prepare_scheduled(self.store)
+        heap.settle()
 
     def _scheduler(self, probers: Mapping[str, ProberFn], concurrency: int) -> Scheduler | WorkerPool:
         """This process probes (one worker), or a pool of worker processes does."""
@@ -162,6 +171,7 @@ class Runtime:
             await self.signals.apply(config, self.store)
             self._files = referenced_files(config)
             await self.check_config_files()
+            await self._settle_load()
             self._reload_succeeded()
             log.info("config reloaded", extra={"fields": {"checks": len(new_checks)}})
             return True, "config reloaded"
@@ -189,6 +199,7 @@ class Runtime:
             from exporter.probers import shared
 
             await shared.release()
+        heap.release()
 
     # --- one-off probes (/probe and the `probe` command) -------------------------------------------------
     def region_named(self, name: str | None) -> Region:

@@ -15,7 +15,7 @@ from exporter.exposition import (
     render_scheduled,
 )
 from exporter.exposition.probe import escape_label_value, format_value
-from exporter.exposition.scheduled import SCHEDULED_FAMILIES, render_scheduled_chunks_async
+from exporter.exposition.scheduled import SCHEDULED_FAMILIES, prepare_scheduled, render_scheduled_chunks_async
 from exporter.looplag import LoopLagMonitor
 from exporter.probers import result as r
 from exporter.results import ResultStore
@@ -400,6 +400,23 @@ async def test_async_render_is_not_disturbed_by_a_reload_midway():
     await reload
     assert b"".join(chunks).decode() == expected
     assert len(store) == 1
+
+
+async def test_prepared_text_leaves_the_first_scrape_only_what_ran_since(monkeypatch):
+    checks = [make_check(f"c{i}", service="s", provider="p", region="r", target="http://t/") for i in range(6)]
+    store, fresh = _store(*checks), _store(*checks)
+    for check in checks[:3]:
+        result = make_result(details={r.D_HTTP_STATUS: 200})
+        store.record(check, result)
+        fresh.record(check, result)
+    await prepare_scheduled(store, batch=2)
+    rendered = _count_renders(monkeypatch)
+    failed = make_result(False, reason=r.TIMEOUT)
+    store.record(checks[4], failed)  # after preparing: must still show
+    fresh.record(checks[4], failed)
+    text = b"".join(await render_scheduled_chunks_async(store)).decode()
+    assert rendered == [f'{{{ID.replace("home", "c4")}}} ']  # only the check with a new result
+    assert text == render_scheduled(fresh)
 
 
 @pytest.mark.parametrize("prober", ["http", "dns", "tcp"])

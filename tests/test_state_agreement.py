@@ -10,7 +10,10 @@ scrape plus one rule evaluation interval (Prometheus sees a result only at its n
 little slack for a busy machine. A failure prints both sides' timeline of each disagreeing cell. A region whose
 vantage blinked within the window is left out of that observation: the exporter judges the vantage at
 every control result, Prometheus only at its scrapes, so a blip shorter than a scrape may be invisible
-to the rules (the blips are counted and must stay rare).
+to the rules (the blips are counted and must stay rare). For the same reason a page state that lasts
+less than one scrape interval, with the same state on both sides of it, need not show in the rules: such
+flickers (seen when one signal clears as another sets in, e.g. HTTP recovering while the nameservers go
+silent) are counted, printed and must stay rare too.
 """
 
 from __future__ import annotations
@@ -51,8 +54,12 @@ phases:
 # scrape interval + rule evaluation interval (deploy/local/prometheus.yml) + one sample of this test, and
 # SLACK for scrapes and rule evaluations that start late on a busy 2-core machine
 SLACK = 5.0
-TOLERANCE = 10 + 5 + 2.5 + SLACK
+SCRAPE = 10.0  # deploy/local/prometheus.yml scrape_interval
+TOLERANCE = SCRAPE + 5 + 2.5 + SLACK
 EVERY = 2.5
+# page states shorter than a scrape over the whole replay: the hand-over from HTTP 503 to silent
+# nameservers shows up to three per region on the page (a known gap between the two signals on the page)
+MAX_FLICKERS = 6
 
 
 def _flags(results: list[dict], *labels: str) -> dict[tuple[str, ...], bool]:
@@ -64,16 +71,34 @@ def _flags(results: list[dict], *labels: str) -> dict[tuple[str, ...], bool]:
     return out
 
 
+def _flickers(series: list[tuple[float, dict]], key: tuple) -> set[float]:
+    """Times of the observations of ``key`` in a run of one state shorter than a scrape interval, between
+    two observations of the other state: a state Prometheus may never have scraped."""
+    seen = [(t, values[key]) for t, values in series if key in values]
+    out: set[float] = set()
+    i = 1
+    while i < len(seen):
+        j = i
+        while j + 1 < len(seen) and seen[j + 1][1] == seen[i][1]:
+            j += 1
+        if (j + 1 < len(seen) and seen[i - 1][1] != seen[i][1] and seen[j + 1][1] == seen[i - 1][1]
+                and seen[j + 1][0] - seen[i - 1][0] - EVERY < SCRAPE):
+            out.update(t for t, _ in seen[i:j + 1])
+        i = j + 1
+    return out
+
+
 def _matched(mine: list[tuple[float, dict]], theirs: list[tuple[float, dict]], key: tuple, *,
-             page: str) -> list[str]:
+             page: str, flickers: set[float] = frozenset()) -> list[str]:
     """Observations of ``key`` in ``mine`` that ``theirs`` never showed within TOLERANCE. On the ``page``
-    side ("mine" or "theirs") a cell missing from an observation was left out (vantage blip): it matches."""
+    side ("mine" or "theirs") a cell missing from an observation was left out (vantage blip): it matches.
+    Observations of ``mine`` at ``flickers`` are not looked for."""
     def left_out(values: dict, side: str) -> bool:
         return side == page and len(key) == 2 and key not in values
 
     misses = []
     for t, values in mine:
-        if left_out(values, "mine"):
+        if left_out(values, "mine") or t in flickers:
             continue
         want = values.get(key, False)
         if not any(abs(t2 - t) <= TOLERANCE and (left_out(other, "theirs") or other.get(key, False) == want)
@@ -108,12 +133,20 @@ async def test_page_states_agree_with_the_recording_rules() -> None:
     assert len(blinded) <= len(page_cells) // 5, f"the vantage was unhealthy too often: {blinded}"
     cell_keys = set().union(*(v for _, v in page_cells))
     service_keys = set().union(*(v for _, v in page_services))
-    misses = [m for k in sorted(cell_keys) for m in
-              _matched(page_cells, rule_cells, k, page="mine") + _matched(rule_cells, page_cells, k, page="theirs")]
-    misses += [m for k in sorted(service_keys) for m in _matched(page_services, rule_services, k, page="mine")
+    flickers = {k: _flickers(page_cells, k) for k in cell_keys}
+    flickers.update({k: _flickers(page_services, k) for k in service_keys})
+    misses = [m for k in sorted(cell_keys) for m in _matched(page_cells, rule_cells, k, page="mine",
+                                                             flickers=flickers[k])
+              + _matched(rule_cells, page_cells, k, page="theirs")]
+    misses += [m for k in sorted(service_keys) for m in _matched(page_services, rule_services, k, page="mine",
+                                                                 flickers=flickers[k])
                + _matched(rule_services, page_services, k, page="theirs")]
     assert not misses, "page and rules disagree:\n" + "\n".join(misses) + _timelines(
         misses, page_cells, rule_cells, blinded)
+    flickered = sorted((k, round(t)) for k, times in flickers.items() for t in times)
+    if flickered:
+        print(f"page states shorter than a scrape: {flickered}")
+    assert len(flickered) <= MAX_FLICKERS, f"the page flickered too often: {flickered}"
 
     def ever(series: list[tuple[float, dict]], key: tuple) -> bool:
         return any(values.get(key) for _, values in series)

@@ -335,6 +335,15 @@ async def _columns_of_async(store: ResultStore) -> _Columns:
     return _columns_of(store)
 
 
+async def prepare_scheduled(store: ResultStore, *, batch: int = YIELD_EVERY) -> None:
+    """Render every check's text now, ``batch`` checks per turn of the event loop. Called after a load or
+    reload, before the exporter says it is ready: the first scrape then only joins text (at 10,000 checks,
+    building the label texts and rendering every check is about 90 ms that it would otherwise wait for)."""
+    columns = await _columns_of_async(store)
+    async with columns.lock:
+        await columns.refresh_async(batch)
+
+
 def _vantage_chunks(store: ResultStore) -> list[bytes]:
     pieces = new_pieces(VANTAGE_FAMILIES)
     write_vantages(store.vantages(), pieces)

@@ -18,7 +18,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from exporter import eventloop, logs
+from exporter import eventloop, heap, logs
 from exporter.checks import Check
 from exporter.probers.result import ProbeResult
 from exporter.scheduler import Scheduler
@@ -93,6 +93,7 @@ async def serve(fd: int) -> None:
                     await outbox.scheduler.start(message.checks)
                 else:
                     await outbox.scheduler.reload(message.checks)
+                heap.settle()
                 outbox.flush()
     finally:
         heartbeat.cancel()
