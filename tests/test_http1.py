@@ -12,10 +12,21 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from exporter.probers import http1
+from exporter.probers import http1, readiness
 from exporter.probers.tcp import new_socket
 
 HEAD = b"HTTP/1.1 200 OK\r\n"
+
+
+@pytest.fixture(autouse=True, params=["shared epoll set", "loop readers"])
+def readiness_source(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every exchange here runs both ways a connection learns readiness: from the loop's shared epoll set
+    (Linux) and from the loop's own readers and writers (elsewhere)."""
+    if request.param == "loop readers":
+        monkeypatch.setattr(readiness, "for_loop", lambda loop: None)
+    elif not readiness.AVAILABLE:
+        pytest.skip("no epoll on this platform")
+    return request.param
 
 
 @asynccontextmanager
@@ -147,6 +158,32 @@ async def test_decoded_reads_are_bounded_by_the_size_asked() -> None:
         finally:
             connection.close()
     assert max(sizes) <= 1000 and sum(sizes) == 50_000
+
+
+async def test_a_large_body_read_slowly_pauses_reading_and_loses_nothing() -> None:
+    """Megabytes sent at once while the reader takes small pieces: reading pauses above the buffer bound and
+    resumes without waiting for bytes that already arrived (no new readiness is reported for them)."""
+    body = bytes(range(256)) * 12_288  # 3 MiB, several times the pause bound
+    async with scripted([HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body], hold=True) as port:
+        connection = http1.Connection(new_socket("127.0.0.1"), asyncio.get_running_loop())
+        try:
+            response = await asyncio.wait_for(connection.exchange(
+                ("127.0.0.1", port), http1.request("GET", "/", [("Host", "t")], None), "GET", lambda: None), 5)
+            await asyncio.sleep(0.2)  # the peer has written everything it can; the buffer is at its bound
+            assert len(connection._buffer) <= http1.PAUSE_ABOVE + http1.READ_SIZE
+            got = bytearray()
+            while chunk := await asyncio.wait_for(response.read(50_000), 5):
+                got += chunk
+        finally:
+            connection.close()
+    assert got == body
+
+
+async def test_a_response_and_the_close_in_one_arrival() -> None:
+    """The last bytes and the peer's close often arrive together: the bytes are read, then the end."""
+    async with scripted([HEAD + b"Connection: close\r\n\r\nuntil the end"]) as port:
+        response, body = await asyncio.wait_for(exchange(port), 5)
+    assert response.status == 200 and body == b"until the end"
 
 
 # --- responses it refuses ---------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from exporter.probers import clock
+from exporter.probers import clock, readiness
 
 MAX_HEADER_LINE = 64 * 1024  # real sites send long CSP and cookie headers
 MAX_HEAD_BYTES = 1024 * 1024  # status line, headers and chunked trailers of one response
@@ -87,10 +87,15 @@ class Connection:
     Readiness callbacks connect, send the request and read into a buffer; the probe's task is woken only
     when response bytes (or a failure) arrived, and parses them. A probe's task is resumed through several
     coroutines, so each wake-up saved (connect, send) is work saved on every probe.
+
+    Readiness comes from the loop's shared epoll set (:mod:`readiness`) where there is one: the socket is
+    registered once for both directions, and ``_reading`` / ``_writing`` only say what an event is used for.
+    Elsewhere the loop's own readers and writers are added and removed.
     """
 
     __slots__ = ("_sock", "_loop", "_fd", "_buffer", "_eof", "_error", "_waiter", "_reading", "_writing",
-                 "_out", "_on_connected", "_stamped", "_offset", "first_arrival", "last_arrival")
+                 "_out", "_on_connected", "_stamped", "_offset", "_poller", "_readable", "first_arrival",
+                 "last_arrival")
 
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         self._sock = sock
@@ -106,6 +111,13 @@ class Connection:
         self._on_connected: Callable[[], None] | None = None
         self._stamped = clock.enable_timestamps(sock)
         self._offset = clock.RealtimeOffset()
+        self._readable = False  # (shared epoll set) readiness to read was reported while not reading
+        self._poller = readiness.for_loop(loop)
+        if self._poller is not None:
+            try:
+                self._poller.watch(self._fd, self._on_event)
+            except OSError:  # a descriptor epoll does not take: the loop's readers and writers still work
+                self._poller = None
         self.first_arrival: float | None = None  # when the first response byte reached the host
         self.last_arrival: float | None = None  # ... and the latest
 
@@ -119,8 +131,9 @@ class Connection:
             raise OSError(err, f"Connect call failed {address}")
         self._out = memoryview(request)
         self._on_connected = on_connected
-        self._loop.add_writer(self._fd, self._on_writable)
         self._writing = True
+        if self._poller is None:
+            self._loop.add_writer(self._fd, self._on_writable)
         return await self.response(method)
 
     async def response(self, method: str) -> Response:
@@ -142,12 +155,26 @@ class Connection:
         self._stop_writing()
         self._stop_reading()
         self._eof = True
+        if self._poller is not None:
+            self._poller.forget(self._fd)
         self._sock.close()
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.cancel()
 
     # --- connecting and sending ---------------------------------------------------------------------------
+    def _on_event(self, events: int) -> None:
+        """Readiness from the shared epoll set (edge-triggered: each change is reported once)."""
+        if events & readiness.WRITABLE and self._writing:
+            self._on_writable()
+        if events & readiness.READABLE:
+            if events & readiness.HANGUP:  # the end (or an error) is read when the task asks for more
+                self._readable = True
+            if self._reading:
+                self._on_readable()
+            else:
+                self._readable = True
+
     def _on_writable(self) -> None:
         """The socket is writable: the first time, the connect ended. A failed connect is reported by the
         first ``send`` (the pending socket error, as ``getsockopt(SO_ERROR)`` would read it), so success
@@ -176,7 +203,8 @@ class Connection:
     def _stop_writing(self) -> None:
         if self._writing:
             self._writing = False
-            _unregister(self._loop.remove_writer, self._fd)
+            if self._poller is None:
+                _unregister(self._loop.remove_writer, self._fd)
 
     def _fail(self, exc: OSError) -> None:
         self._error = exc
@@ -192,53 +220,77 @@ class Connection:
     # --- reading -----------------------------------------------------------------------------------------
     def _start_reading(self) -> None:
         if not self._reading and not self._eof and self._error is None and self._out is None:
-            self._loop.add_reader(self._fd, self._on_readable)
             self._reading = True
+            if self._poller is None:
+                self._loop.add_reader(self._fd, self._on_readable)
 
     def _stop_reading(self) -> None:
         if self._reading:
             self._reading = False
-            _unregister(self._loop.remove_reader, self._fd)
+            if self._poller is None:
+                _unregister(self._loop.remove_reader, self._fd)
 
-    def _on_readable(self) -> None:
-        try:
-            if self._stamped:
-                data, ancillary, _, _ = self._sock.recvmsg(READ_SIZE, clock.ANCILLARY_SPACE)
-                self._offset.refresh()
-                at = clock.arrival(ancillary, self._offset)
-            else:
-                data = self._sock.recv(READ_SIZE)
-                at = clock.now()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._error = exc
-            self._stop_reading()
-        else:
-            if data:
-                if self.first_arrival is None:
-                    self.first_arrival = at
-                self.last_arrival = at
-                self._buffer += data
-                if len(self._buffer) > PAUSE_ABOVE:
-                    self._stop_reading()
-            else:
+    def _on_readable(self, drain: bool = False) -> None:
+        """Read what arrived. With the shared epoll set, reads go on until one comes back short: the bytes
+        left after a full read would not be reported again. ``drain`` reads on until nothing is left (or
+        the end): :meth:`_more` asks for that when readiness was reported and not acted on."""
+        sock, got = self._sock, False
+        while True:
+            try:
+                if self._stamped:
+                    data, ancillary, _, _ = sock.recvmsg(READ_SIZE, clock.ANCILLARY_SPACE)
+                    self._offset.refresh()
+                    at = clock.arrival(ancillary, self._offset)
+                else:
+                    data = sock.recv(READ_SIZE)
+                    at = clock.now()
+            except (BlockingIOError, InterruptedError):
+                self._readable = False
+                if not got:  # a spurious report: nothing to wake the task for
+                    return
+                break
+            except OSError as exc:
+                self._error = exc
+                self._stop_reading()
+                break
+            if not data:
                 self._eof = True
                 self._stop_reading()
+                break
+            got = True
+            if self.first_arrival is None:
+                self.first_arrival = at
+            self.last_arrival = at
+            self._buffer += data
+            if len(self._buffer) > PAUSE_ABOVE:
+                self._stop_reading()
+                if len(data) == READ_SIZE:  # more may be waiting, unreported
+                    self._readable = True
+                break
+            if self._poller is None or len(data) < READ_SIZE and not drain:
+                break
         self._wake()
 
     async def _more(self) -> bool:
-        """Wait until more bytes are buffered; False at the end of the connection."""
+        """Wait until more bytes are buffered; False at the end of the connection. Bytes that came with the
+        end (or an error) in one wake-up are handed over first: the end is reported by the next call."""
         if self._error is not None:
             raise self._error
         if self._eof:
             return False
+        before = len(self._buffer)
         self._start_reading()
-        waiter = self._waiter = self._loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        if self._readable and self._reading:  # reported earlier, or left behind by a pause or a hang-up:
+            self._readable = False  # no new edge comes for it, so read it now
+            self._on_readable(drain=True)
+        if len(self._buffer) == before and not self._eof and self._error is None:
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        if len(self._buffer) > before:
+            return True
         if self._error is not None:
             raise self._error
         return not self._eof

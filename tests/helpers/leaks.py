@@ -17,7 +17,7 @@ import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-from exporter.probers import clock
+from exporter.probers import clock, readiness
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,11 @@ async def no_leaks(*, within: float = 2.0) -> AsyncIterator[Snapshot]:
     """``async with no_leaks():`` fails the test if the block leaves fds or tasks behind.
 
     The socket that keeps the kernel's receive stamping on for the life of the process (opened by the
-    first probe that reads with stamps, exporter/probers/clock.py) is opened first, so it is not counted
-    as the block's leak."""
+    first probe that reads with stamps, exporter/probers/clock.py) and the loop's shared epoll set (made
+    by the first plain HTTP connection, exporter/probers/readiness.py) are opened first, so they are not
+    counted as the block's leaks."""
     clock.hold_timestamping()
+    readiness.for_loop(asyncio.get_running_loop())
     before = snapshot()
     yield before
     after = await settled(before, within=within)
