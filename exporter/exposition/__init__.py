@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from exporter.exposition.probe import CONTENT_TYPE, render_probe_result
 from exporter.exposition.scheduled import (
-    prepare_scheduled,
     render_scheduled,
     render_scheduled_chunks,
     render_scheduled_chunks_async,
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTENT_TYPE",
     "SelfMetrics",
-    "prepare_scheduled",
     "render_metrics",
     "render_metrics_async",
     "render_metrics_chunks_async",

@@ -168,12 +168,12 @@ class Connection:
         if events & readiness.WRITABLE and self._writing:
             self._on_writable()
         if events & readiness.READABLE:
-            if events & readiness.HANGUP:  # the end (or an error) is read when the task asks for more
+            # Not reading yet, or a hang-up (the end or an error, read when the task asks for more): no new
+            # edge comes for what waits, so remember it.
+            if events & readiness.HANGUP or not self._reading:
                 self._readable = True
             if self._reading:
                 self._on_readable()
-            else:
-                self._readable = True
 
     def _on_writable(self) -> None:
         """The socket is writable: the first time, the connect ended. A failed connect is reported by the

@@ -84,16 +84,16 @@ _POLLERS: dict[int, Poller] = {}
 
 
 def for_loop(loop: asyncio.AbstractEventLoop) -> Poller | None:
-    """The poller of ``loop`` (made on first use), or None where epoll is not available or the loop is not
-    running. Pollers of loops that have closed since are closed here."""
+    """The poller of ``loop`` (made on first use), or None where epoll is not available or the loop is
+    closed. Pollers of loops that have closed since are closed here. (A poller holds its loop, so no other
+    loop can take that loop's ``id`` while the poller is kept.)"""
     if not AVAILABLE or loop.is_closed():
         return None
     poller = _POLLERS.get(id(loop))
-    if poller is not None and poller._loop is loop:
-        return poller
-    for key, old in list(_POLLERS.items()):
-        if old._loop.is_closed() or old._loop is not loop and key == id(loop):
-            old.close()
-            del _POLLERS[key]
-    poller = _POLLERS[id(loop)] = Poller(loop)
+    if poller is None:
+        for key, old in list(_POLLERS.items()):
+            if old._loop.is_closed():
+                old.close()
+                del _POLLERS[key]
+        poller = _POLLERS[id(loop)] = Poller(loop)
     return poller
