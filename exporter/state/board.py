@@ -108,7 +108,7 @@ class Board:
             memory.history = (*history, (slot, cell.state))[-HISTORY_SLOTS:]
         shown = memory.shown
         if shown is None or cell is not memory.raw or shown.history is not memory.history:
-            shown = memory.shown = replace(cell, since=memory.since, history=memory.history)
+            shown = memory.shown = cell.remembered(memory.since, memory.history)
             memory.raw = cell
         return shown
 

@@ -122,11 +122,7 @@ def _services(cells: Sequence[CellStatus], counted: Mapping[tuple[str, str], Map
         by_service.setdefault(cell.service, []).append(cell)
     out = []
     for service, rows in by_service.items():
-        quorum = []
-        for signal in SIGNALS:
-            verdicts = [counted[service, c.region][signal] for c in rows if signal in counted[service, c.region]]
-            if _quorum(len(verdicts), sum(verdicts)):
-                quorum.append(signal)
+        quorum = _service_quorum(service, rows, counted) if any(c.signals for c in rows) else ()
         states = [c.state for c in rows]
         if quorum:
             state = DOWN
@@ -136,8 +132,20 @@ def _services(cells: Sequence[CellStatus], counted: Mapping[tuple[str, str], Map
             state = max(states, key=SERVICE_SEVERITY.__getitem__)
         out.append(ServiceStatus(service=service, provider=rows[0].provider, control=all(c.control for c in rows),
                                  state=state, regions_failing=tuple(c.region for c in rows if c.state == DOWN),
-                                 signals=tuple(quorum)))
+                                 signals=quorum))
     return tuple(out)
+
+
+def _service_quorum(service: str, rows: Sequence[CellStatus], counted: Mapping[tuple[str, str], Mapping[str, bool]]
+                    ) -> tuple[str, ...]:
+    """The signals failing in a quorum of the service's regions (only asked when some cell has one failing:
+    a quorum needs at least one)."""
+    quorum = []
+    for signal in SIGNALS:
+        verdicts = [counted[service, c.region][signal] for c in rows if signal in counted[service, c.region]]
+        if _quorum(len(verdicts), sum(verdicts)):
+            quorum.append(signal)
+    return tuple(quorum)
 
 
 def _providers(services: Sequence[ServiceStatus]) -> tuple[ProviderStatus, ...]:
