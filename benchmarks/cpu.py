@@ -1,14 +1,22 @@
-"""CPU per 1,000 probes: scheduled mode, our /probe and blackbox_exporter's /probe, at the same rate.
+"""CPU per 1,000 probes: scheduled mode and our /probe, each measured side by side with blackbox_exporter's
+/probe at the same rate.
 
-Each measurement is one window of ``window`` seconds after ``warmup`` seconds, reading utime+stime of the
-prober's pid only. Probes are counted, never assumed: scheduled mode by the change in the exporter's own
-``outage_probe_runs_total``; /probe by the responses the load driver received (for our exporter also
+Each measurement window runs one of our modes and blackbox_exporter at once, both pinned to the same CPU,
+for ``window`` seconds after ``warmup`` seconds, and reads utime+stime of each prober's pid at the same two
+instants. Probes are counted, never assumed: scheduled mode by the change in the exporter's own
+``outage_probe_runs_total``; /probe by the responses its load driver received (for our exporter also
 cross-checked against ``outage_exporter_probe_endpoint_requests_total``).
+
+Why side by side: on a shared machine, neighbours slow a CPU down by 1.5x for seconds at a time. Measured
+one after the other, a burst that hits one process's window and not the other's moved a round's ratio by
+up to half; measured in the same window, both see the same burst and the ratio holds. Running both at once
+on one CPU did not move either figure beyond the round-to-round spread (docs/performance.md, "Measured side
+by side").
 
 Scheduled mode is scraped once per interval inside the window, as Prometheus would scrape it with
 ``scrape_interval`` equal to the check interval: every probe result is exported once, just as every
-/probe result is. Rounds interleave the three modes (rotating their order) so slow drifts of a shared
-machine spread over all of them; the report uses the median of the rounds.
+/probe result is. Rounds alternate the order of the two windows; the report uses the median of the rounds'
+ratios.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from benchmarks.exporters import (
 from benchmarks.procs import cpu_seconds, http_get
 
 MODES = ("scheduled", "probe", "blackbox")
+OURS = ("scheduled", "probe")
 MODE_TITLES = {"scheduled": "ours, scheduled", "probe": "ours, /probe", "blackbox": "blackbox_exporter /probe"}
 
 
@@ -58,6 +67,7 @@ class CpuSample:
     failed: int  # of those, probes that did not succeed
     seconds: float
     cross_check: int | None = None  # the other count of the same probes, where there is one
+    window: int = 0  # the measurement window: one of our modes and blackbox_exporter share one
 
     @property
     def ms_per_1k(self) -> float:
@@ -92,7 +102,7 @@ class CpuResult:
 
     def to_json(self) -> dict:
         return {"settings": asdict(self.settings), "rows": [asdict(r) for r in self.rows],
-                "ratios_vs_blackbox": self.ratios,
+                "ratios_vs_blackbox": self.ratios, "ratios_per_round": per_round(self.samples),
                 "samples": [{**asdict(s), "ms_per_1k": s.ms_per_1k} for s in self.samples]}
 
 
@@ -102,22 +112,25 @@ def run_cpu(ctx: Context, settings: CpuSettings, log=print) -> CpuResult:
     ours_probe = start_ours(probe_mode_file(workdir / "ours-probe.json"), workdir, ctx.cores.prober,
                             name="outage-exporter-probe")
     blackbox = None
+    window = 0
     try:
         blackbox = start_blackbox(ctx.modules, workdir, ctx.cores.prober)
         for rnd in range(settings.rounds):
             for p_index, protocol in enumerate(settings.protocols):
-                shift = (rnd + p_index) % len(MODES)
-                for mode in MODES[shift:] + MODES[:shift]:
+                modes = OURS if (rnd + p_index) % 2 == 0 else OURS[::-1]
+                for mode in modes:
                     ctx.check_targets()
                     if mode == "scheduled":
-                        sample = _scheduled(ctx, settings, protocol, rnd)
+                        pair = _scheduled(ctx, settings, protocol, rnd, window, blackbox)
                     else:
-                        sample = _driven(ctx, settings, protocol, rnd, ours_probe if mode == "probe" else blackbox,
-                                         mode)
-                    log(f"  cpu round {rnd + 1}/{settings.rounds} {protocol:4} {MODE_TITLES[mode]:26} "
-                        f"{sample.ms_per_1k:8.1f} CPU-ms/1k probes  ({sample.probes} probes, "
-                        f"{sample.probes_per_second:.0f}/s, {sample.failed} failed)")
-                    samples.append(sample)
+                        pair = _probe(ctx, settings, protocol, rnd, window, ours_probe, blackbox)
+                    for sample in pair:
+                        log(f"  cpu round {rnd + 1}/{settings.rounds} {protocol:4} {MODE_TITLES[sample.mode]:26} "
+                            f"{sample.ms_per_1k:8.1f} CPU-ms/1k probes  ({sample.probes} probes, "
+                            f"{sample.probes_per_second:.0f}/s, {sample.failed} failed)")
+                    log(f"  {'':13} {protocol:4} {'ratio':26} {pair[0].ms_per_1k / pair[1].ms_per_1k:8.2f}x")
+                    samples += pair
+                    window += 1
     finally:
         ours_probe.stop()
         if blackbox is not None:
@@ -126,7 +139,9 @@ def run_cpu(ctx: Context, settings: CpuSettings, log=print) -> CpuResult:
     return CpuResult(settings, samples, rows, ratios(samples))
 
 
-def _scheduled(ctx: Context, settings: CpuSettings, protocol: str, rnd: int) -> CpuSample:
+def _scheduled(ctx: Context, settings: CpuSettings, protocol: str, rnd: int, window: int, blackbox: Prober
+               ) -> tuple[CpuSample, CpuSample]:
+    """Our scheduled mode and blackbox_exporter's /probe at the same rate, measured in the same window."""
     checks = max(1, round(settings.rate * settings.interval))
     workdir = ctx.subdir(f"cpu/scheduled-{protocol}-{rnd}")
     services = probe_rate_services(protocol, checks, http_url=ctx.targets.http_url,
@@ -135,44 +150,60 @@ def _scheduled(ctx: Context, settings: CpuSettings, protocol: str, rnd: int) -> 
                             dns_server=ctx.targets.dns_server)
     prober = start_ours(config, workdir, ctx.cores.prober, name="outage-exporter-scheduled")
     try:
-        time.sleep(settings.warmup)
-        scrapes = max(1, round(settings.window / settings.interval))
-        started = time.monotonic()
-        cpu0 = cpu_seconds(prober.pid)
-        first = http_get(prober.url + "/metrics")[0]
-        for i in range(1, scrapes):
-            sleep_until(started + i * settings.interval)
-            http_get(prober.url + "/metrics")
-        sleep_until(started + scrapes * settings.interval)
-        cpu1 = cpu_seconds(prober.pid)
-        elapsed = time.monotonic() - started
-        last = http_get(prober.url + "/metrics")[0]
+        with _driver(ctx, _probe_url(ctx, blackbox, protocol), settings.rate,
+                     f"driver-blackbox-{protocol}-{rnd}-{window}") as theirs:
+            time.sleep(settings.warmup)
+            scrapes = max(1, round(settings.window / settings.interval))
+            first = http_get(prober.url + "/metrics")[0]
+            started, snap0 = time.monotonic(), theirs.snap()
+            cpu0, bb0 = cpu_seconds(prober.pid), cpu_seconds(blackbox.pid)
+            for i in range(1, scrapes):
+                sleep_until(started + i * settings.interval)
+                http_get(prober.url + "/metrics")
+            sleep_until(started + scrapes * settings.interval)
+            cpu1, bb1 = cpu_seconds(prober.pid), cpu_seconds(blackbox.pid)
+            elapsed, snap1 = time.monotonic() - started, theirs.snap()
+            last = http_get(prober.url + "/metrics")[0]
     finally:
         prober.stop()
     runs = promtext.total(last, "outage_probe_runs_total") - promtext.total(first, "outage_probe_runs_total")
     failures = (promtext.total(last, "outage_probe_failures_total")
                 - promtext.total(first, "outage_probe_failures_total"))
-    return CpuSample(protocol, "scheduled", rnd, cpu1 - cpu0, int(runs), int(failures), elapsed)
+    ours = CpuSample(protocol, "scheduled", rnd, cpu1 - cpu0, int(runs), int(failures), elapsed, window=window)
+    return ours, _driven_sample(protocol, "blackbox", rnd, window, bb1 - bb0, snap0, snap1, elapsed)
 
 
-def _driven(ctx: Context, settings: CpuSettings, protocol: str, rnd: int, prober: Prober, mode: str) -> CpuSample:
-    target = ctx.targets.http_url if protocol == "http" else ctx.targets.dns_server
-    query = urllib.parse.urlencode({"module": MODULE_FOR[protocol], "target": target})
-    with _driver(ctx, f"{prober.url}/probe?{query}", settings.rate, f"driver-{mode}-{protocol}-{rnd}") as driver:
+def _probe(ctx: Context, settings: CpuSettings, protocol: str, rnd: int, window: int, ours: Prober,
+           blackbox: Prober) -> tuple[CpuSample, CpuSample]:
+    """Our /probe and blackbox_exporter's /probe, each with its own load driver, in the same window."""
+    with (_driver(ctx, _probe_url(ctx, ours, protocol), settings.rate, f"driver-probe-{protocol}-{rnd}") as mine,
+          _driver(ctx, _probe_url(ctx, blackbox, protocol), settings.rate,
+                  f"driver-blackbox-{protocol}-{rnd}-{window}") as theirs):
         time.sleep(settings.warmup)
-        before = _endpoint_requests(prober) if mode == "probe" else None
-        snap0 = driver.snap()
-        cpu0 = cpu_seconds(prober.pid)
+        before = _endpoint_requests(ours)
+        mine0, theirs0 = mine.snap(), theirs.snap()
+        cpu0, bb0 = cpu_seconds(ours.pid), cpu_seconds(blackbox.pid)
         started = time.monotonic()
         time.sleep(settings.window)
-        cpu1 = cpu_seconds(prober.pid)
+        cpu1, bb1 = cpu_seconds(ours.pid), cpu_seconds(blackbox.pid)
         elapsed = time.monotonic() - started
-        snap1 = driver.snap()
-        after = _endpoint_requests(prober) if mode == "probe" else None
+        mine1, theirs1 = mine.snap(), theirs.snap()
+        after = _endpoint_requests(ours)
+    sample = _driven_sample(protocol, "probe", rnd, window, cpu1 - cpu0, mine0, mine1, elapsed,
+                            cross=int(after - before))
+    return sample, _driven_sample(protocol, "blackbox", rnd, window, bb1 - bb0, theirs0, theirs1, elapsed)
+
+
+def _driven_sample(protocol: str, mode: str, rnd: int, window: int, cpu_s: float, snap0: dict, snap1: dict,
+                   elapsed: float, cross: int | None = None) -> CpuSample:
     done = snap1["done"] - snap0["done"]
     failed = done - (snap1["ok"] - snap0["ok"])
-    cross = int(after - before) if before is not None and after is not None else None
-    return CpuSample(protocol, mode, rnd, cpu1 - cpu0, done, failed, elapsed, cross)
+    return CpuSample(protocol, mode, rnd, cpu_s, done, failed, elapsed, cross, window)
+
+
+def _probe_url(ctx: Context, prober: Prober, protocol: str) -> str:
+    target = ctx.targets.http_url if protocol == "http" else ctx.targets.dns_server
+    return f"{prober.url}/probe?" + urllib.parse.urlencode({"module": MODULE_FOR[protocol], "target": target})
 
 
 @contextmanager
@@ -202,18 +233,20 @@ def summarise(samples: list[CpuSample]) -> list[CpuRow]:
     return rows
 
 
+def per_round(samples: list[CpuSample]) -> dict[str, dict[str, list[float]]]:
+    """Per protocol and mode, each round's CPU per probe over blackbox_exporter's in the same window."""
+    theirs = {(s.protocol, s.window): s for s in samples if s.mode == "blackbox" and s.probes > 0}
+    out: dict[str, dict[str, list[float]]] = {}
+    for sample in sorted(samples, key=lambda s: (s.protocol != "http", s.mode, s.round)):
+        bb = theirs.get((sample.protocol, sample.window))
+        if sample.mode != "blackbox" and sample.probes > 0 and bb is not None and bb.ms_per_1k > 0:
+            out.setdefault(sample.protocol, {}).setdefault(sample.mode, []).append(sample.ms_per_1k / bb.ms_per_1k)
+    return out
+
+
 def ratios(samples: list[CpuSample], pick: Callable[[list[float]], float] = statistics.median,
            ) -> dict[str, dict[str, float]]:
-    """Per protocol, the median over rounds of each of our modes' CPU per probe divided by blackbox_exporter's
-    in the same round. A round's modes run minutes apart at most, so they share the load of a busy machine;
-    a burst of load in one round then moves that round's ratio, not the medians of one mode only."""
-    per_round: dict[tuple[str, str], list[float]] = {}
-    by_key = {(s.protocol, s.mode, s.round): s for s in samples if s.probes > 0}
-    for (protocol, mode, rnd), sample in by_key.items():
-        theirs = by_key.get((protocol, "blackbox", rnd))
-        if mode != "blackbox" and theirs is not None and theirs.ms_per_1k > 0:
-            per_round.setdefault((protocol, mode), []).append(sample.ms_per_1k / theirs.ms_per_1k)
-    out: dict[str, dict[str, float]] = {}
-    for (protocol, mode), values in sorted(per_round.items(), key=lambda kv: (kv[0][0] != "http", kv[0][1])):
-        out.setdefault(protocol, {})[mode] = pick(values)
-    return out
+    """Per protocol and mode, ``pick`` (the median) of the rounds' ratios (:func:`per_round`): a burst of load
+    moves a window's two figures together, not one mode's against another's."""
+    return {protocol: {mode: pick(values) for mode, values in modes.items()}
+            for protocol, modes in per_round(samples).items()}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from benchmarks.accuracy import AccuracyRow
 from benchmarks.baseline import Comparison
-from benchmarks.cpu import MODE_TITLES, CpuResult
+from benchmarks.cpu import MODE_TITLES, CpuResult, per_round
 from benchmarks.machine import Machine
 from benchmarks.scale import ScaleRow
 
@@ -45,15 +45,20 @@ def machine_text(m: Machine) -> str:
 
 def cpu_text(result: CpuResult) -> str:
     s = result.settings
+    rounds = per_round(result.samples)
     rows = []
     for r in result.rows:
         ratio = result.ratios.get(r.protocol, {}).get(r.mode)
+        each = rounds.get(r.protocol, {}).get(r.mode, [])
         rows.append([r.protocol, MODE_TITLES[r.mode], f"{r.ms_per_1k:.1f}", f"{r.ms_min:.1f}-{r.ms_max:.1f}",
                      f"{r.probes_per_second:.1f}", str(r.probes), str(r.failed),
-                     "1.00x" if r.mode == "blackbox" else (f"{ratio:.2f}x" if ratio is not None else "n/a")])
+                     "1.00x" if r.mode == "blackbox" else (f"{ratio:.2f}x" if ratio is not None else "n/a"),
+                     " / ".join(f"{x:.2f}" for x in each) if each else "-"])
     title = (f"CPU per 1,000 probes (prober process only; median of {s.rounds} round(s) of {s.window:g} s at "
-             f"{s.rate:g} probes/s; scheduled mode scraped every {s.interval:g} s)")
-    headers = ["protocol", "mode", "CPU-ms/1k", "range", "probes/s", "probes", "failed", "vs blackbox"]
+             f"{s.rate:g} probes/s, each of our modes side by side with blackbox_exporter in the same window; "
+             f"scheduled mode scraped every {s.interval:g} s)")
+    headers = ["protocol", "mode", "CPU-ms/1k", "range", "probes/s", "probes", "failed", "vs blackbox",
+               "ratio per round"]
     text = title + "\n" + table(headers, rows, left=2)
     for r in result.rows:
         if r.failed > 0.01 * r.probes:

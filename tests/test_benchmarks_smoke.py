@@ -53,6 +53,8 @@ def test_cpu_table_has_every_protocol_and_mode(tiny_run: tuple[str, dict]) -> No
             numbers = row(text, rf"{protocol}\s+{re.escape(mode)}\s")
             cpu_ms, probes_per_s, probes = numbers[0], numbers[3], numbers[4]
             assert cpu_ms > 0 and probes_per_s > 0 and probes > 0, (protocol, mode, numbers)
+            if mode.startswith("ours"):  # one ratio per round, each against blackbox_exporter in its window
+                assert len(numbers) == 7 + 2, numbers
 
 
 @pytest.mark.slow
@@ -108,16 +110,20 @@ def test_baseline_flags_a_doubled_cost() -> None:
     assert [(c.mode, c.regressed) for c in doubled] == [("scheduled", True), ("probe", False)]
 
 
-def test_ratio_pairs_each_round_with_blackbox_in_the_same_round() -> None:
-    """A burst of load in one round moves that round's ratio only, not one mode's median against another's."""
-    def sample(mode: str, rnd: int, cpu_s: float) -> cpu.CpuSample:
-        return cpu.CpuSample("http", mode, rnd, cpu_s, 1000, 0, 20.0)
+def test_ratio_pairs_each_sample_with_blackbox_in_the_same_window() -> None:
+    """A burst of load in one window moves that window's ratio only, not one mode's median against another's."""
+    def sample(mode: str, rnd: int, window: int, cpu_s: float) -> cpu.CpuSample:
+        return cpu.CpuSample("http", mode, rnd, cpu_s, 1000, 0, 20.0, window=window)
 
-    samples = [sample("scheduled", 0, 0.3), sample("blackbox", 0, 0.6),
-               sample("scheduled", 1, 0.9), sample("blackbox", 1, 1.8),  # a busy round: both dearer
-               sample("scheduled", 2, 0.4), sample("blackbox", 2, 0.4)]
-    # medians of each mode alone would give 0.4 / 0.6
-    assert cpu.ratios(samples)["http"]["scheduled"] == pytest.approx(0.5)
+    samples = [sample("scheduled", 0, 0, 0.3), sample("blackbox", 0, 0, 0.6),
+               sample("probe", 0, 1, 0.6), sample("blackbox", 0, 1, 1.0),
+               sample("scheduled", 1, 2, 0.9), sample("blackbox", 1, 2, 1.8),  # a busy window: both dearer
+               sample("probe", 1, 3, 0.56), sample("blackbox", 1, 3, 0.8),
+               sample("scheduled", 2, 4, 0.4), sample("blackbox", 2, 4, 0.4)]
+    assert cpu.per_round(samples)["http"]["scheduled"] == pytest.approx([0.5, 0.5, 1.0])
+    # medians of each mode alone would give 0.4 / 0.8
+    assert cpu.ratios(samples)["http"] == pytest.approx({"scheduled": 0.5, "probe": 0.65})
+    assert cpu.ratios(samples, pick=min)["http"]["probe"] == pytest.approx(0.6)
 
 
 def test_stored_baseline_covers_every_protocol_and_mode() -> None:
