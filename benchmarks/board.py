@@ -67,18 +67,25 @@ def _zone(answering: int) -> ZoneReport:
                          reason=None if i < answering else r.DNS_TIMEOUT) for i in range(2)))
 
 
-def build(size: int, *, interval: float = 5.0, failing_every: int = 97) -> SimpleNamespace:
+def build(size: int, *, interval: float = 5.0, failing_every: int = 97, single: bool = False) -> SimpleNamespace:
     """A Runtime-like object with about ``size`` checks run every ``interval`` seconds (their starts spread
-    over it), every window full of runs up to NOW; every ``failing_every``-th service fails everywhere."""
-    per_service = len(REGIONS) * 3.25
-    services = [f"s{i:05d}" for i in range(max(1, round(size / per_service)))]
-    checks = [c for region in REGIONS for c in _controls(region, interval)]
-    checks += [c for n, s in enumerate(services) for region in REGIONS
-               for c in _checks(s, region, n % 4 == 0, interval)]
+    over it), every window full of runs up to NOW; every ``failing_every``-th service fails everywhere.
+    ``single``: ``size`` services of one HTTPS check each in one region, no controls (the CPU benchmark's
+    scheduled-mode config: one cell per check)."""
+    regions = REGIONS[:1] if single else REGIONS
+    if single:
+        checks = [make_check("https", service=f"s{i:05d}", provider=f"p{i // 8:04d}", region=regions[0],
+                             interval=interval) for i in range(size)]
+    else:
+        per_service = len(REGIONS) * 3.25
+        services = [f"s{i:05d}" for i in range(max(1, round(size / per_service)))]
+        checks = [c for region in REGIONS for c in _controls(region, interval)]
+        checks += [c for n, s in enumerate(services) for region in REGIONS
+                   for c in _checks(s, region, n % 4 == 0, interval)]
     checks = _shared(checks)
     store = ResultStore()
     store.set_checks(checks)
-    region_rows = [Region(name=g, resolvers=(LOOPBACK_RESOLVER,), display_name=g.upper()) for g in REGIONS]
+    region_rows = [Region(name=g, resolvers=(LOOPBACK_RESOLVER,), display_name=g.upper()) for g in regions]
     runtime = SimpleNamespace(config=SimpleNamespace(regions=region_rows), checks=checks, store=store,
                               omit_region_label=False, region_named=lambda _: region_rows[0],
                               signals=SimpleNamespace(routing=None, statuspages=None), ready=True,
@@ -135,9 +142,9 @@ def one_evaluation(board: st.Board, source: st.Source, now: float) -> tuple[floa
     return t1 - t0, t2 - t1, time.perf_counter() - t2
 
 
-def warmed(size: int, interval: float) -> tuple[SimpleNamespace, st.Board, st.Source]:
+def warmed(size: int, interval: float, single: bool = False) -> tuple[SimpleNamespace, st.Board, st.Source]:
     """A runtime and a board whose cells already have a full 30-minute history strip."""
-    runtime = build(size, interval=interval)
+    runtime = build(size, interval=interval, single=single)
     source = st.runtime_source(runtime)  # type: ignore[arg-type]
     board = st.Board(source)
     inputs, regions, verdicts, beside = source()
@@ -148,10 +155,11 @@ def warmed(size: int, interval: float) -> tuple[SimpleNamespace, st.Board, st.So
     return runtime, board, source
 
 
-def measure(size: int, rounds: int, interval: float) -> tuple[int, list[tuple[float, float, float, float]]]:
+def measure(size: int, rounds: int, interval: float, single: bool = False
+            ) -> tuple[int, list[tuple[float, float, float, float]]]:
     """(checks, per-round source, evaluate, adopt and GC seconds) of ``rounds`` evaluations EVALUATE_EVERY
     apart, the runs due in between recorded before each (outside the timing)."""
-    runtime, board, source = warmed(size, interval)
+    runtime, board, source = warmed(size, interval, single)
     rows = []
     clock = GcClock()
     gc.callbacks.append(clock)
@@ -166,8 +174,8 @@ def measure(size: int, rounds: int, interval: float) -> tuple[int, list[tuple[fl
     return len(runtime.checks), rows
 
 
-def profile(size: int, interval: float, top: int) -> None:
-    runtime, board, source = warmed(size, interval)
+def profile(size: int, interval: float, top: int, single: bool = False) -> None:
+    runtime, board, source = warmed(size, interval, single)
     probe_until(runtime, NOW, NOW + EVERY)
     prof = cProfile.Profile()
     prof.enable()
@@ -182,15 +190,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--interval", type=float, default=5.0, help="seconds between a check's runs")
     p.add_argument("--profile", action="store_true", help="profile one evaluation of the first size")
+    p.add_argument("--single", action="store_true",
+                   help="one HTTPS check per service, one region (the CPU benchmark's scheduled config)")
     ns = p.parse_args(argv)
     if ns.profile:
-        profile(ns.checks[0], ns.interval, 25)
+        profile(ns.checks[0], ns.interval, 25, ns.single)
         return 0
     print(f"checks run every {ns.interval:g} s, evaluated every {EVERY:g} s, median of {ns.rounds}")
     print(f"{'checks':>7} {'source ms':>10} {'evaluate ms':>12} {'adopt ms':>9} {'total ms':>9} {'us/check':>9} "
           f"{'GC ms (mean)':>13}")
     for size in ns.checks:
-        count, rows = measure(size, ns.rounds, ns.interval)
+        count, rows = measure(size, ns.rounds, ns.interval, ns.single)
         med = [statistics.median(col) * 1e3 for col in zip(*rows, strict=True)]
         total = statistics.median(sum(row[:3]) for row in rows) * 1e3
         print(f"{count:>7} {med[0]:>10.1f} {med[1]:>12.1f} {med[2]:>9.1f} {total:>9.1f} {total * 1e3 / count:>9.1f} "

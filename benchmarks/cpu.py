@@ -25,7 +25,7 @@ import statistics
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 
 from benchmarks import promtext
@@ -121,9 +121,10 @@ def run_cpu(ctx: Context, settings: CpuSettings, log=print) -> CpuResult:
                 for mode in modes:
                     ctx.check_targets()
                     if mode == "scheduled":
-                        pair = _scheduled(ctx, settings, protocol, rnd, window, blackbox)
+                        pair = scheduled_window(ctx, settings, protocol, rnd, window, blackbox)
                     else:
-                        pair = _probe(ctx, settings, protocol, rnd, window, ours_probe, blackbox)
+                        pair = probe_window(ctx, settings, protocol, rnd, window,
+                                            {"probe": ours_probe, "blackbox": blackbox})
                     for sample in pair:
                         log(f"  cpu round {rnd + 1}/{settings.rounds} {protocol:4} {MODE_TITLES[sample.mode]:26} "
                             f"{sample.ms_per_1k:8.1f} CPU-ms/1k probes  ({sample.probes} probes, "
@@ -139,59 +140,67 @@ def run_cpu(ctx: Context, settings: CpuSettings, log=print) -> CpuResult:
     return CpuResult(settings, samples, rows, ratios(samples))
 
 
-def _scheduled(ctx: Context, settings: CpuSettings, protocol: str, rnd: int, window: int, blackbox: Prober
-               ) -> tuple[CpuSample, CpuSample]:
-    """Our scheduled mode and blackbox_exporter's /probe at the same rate, measured in the same window."""
+def scheduled_window(ctx: Context, settings: CpuSettings, protocol: str, rnd: int, window: int,
+                     blackbox: Prober | None) -> list[CpuSample]:
+    """Our scheduled mode, and blackbox_exporter's /probe at the same rate in the same window (unless
+    ``blackbox`` is None: then ours alone)."""
     checks = max(1, round(settings.rate * settings.interval))
-    workdir = ctx.subdir(f"cpu/scheduled-{protocol}-{rnd}")
+    workdir = ctx.subdir(f"cpu/scheduled-{protocol}-{rnd}-{window}")
     services = probe_rate_services(protocol, checks, http_url=ctx.targets.http_url,
                                    dns_server=ctx.targets.dns_server)
     config = scheduled_file(workdir / "config.json", services, interval=settings.interval,
                             dns_server=ctx.targets.dns_server)
     prober = start_ours(config, workdir, ctx.cores.prober, name="outage-exporter-scheduled")
     try:
-        with _driver(ctx, _probe_url(ctx, blackbox, protocol), settings.rate,
-                     f"driver-blackbox-{protocol}-{rnd}-{window}") as theirs:
+        with ExitStack() as stack:
+            theirs = None if blackbox is None else stack.enter_context(
+                _driver(ctx, probe_url(ctx, blackbox, protocol), settings.rate,
+                        f"driver-blackbox-{protocol}-{rnd}-{window}"))
             time.sleep(settings.warmup)
             scrapes = max(1, round(settings.window / settings.interval))
             first = http_get(prober.url + "/metrics")[0]
-            started, snap0 = time.monotonic(), theirs.snap()
-            cpu0, bb0 = cpu_seconds(prober.pid), cpu_seconds(blackbox.pid)
+            started, snap0 = time.monotonic(), theirs.snap() if theirs else None
+            cpu0, bb0 = cpu_seconds(prober.pid), cpu_seconds(blackbox.pid) if blackbox else 0.0
             for i in range(1, scrapes):
                 sleep_until(started + i * settings.interval)
                 http_get(prober.url + "/metrics")
             sleep_until(started + scrapes * settings.interval)
-            cpu1, bb1 = cpu_seconds(prober.pid), cpu_seconds(blackbox.pid)
-            elapsed, snap1 = time.monotonic() - started, theirs.snap()
+            cpu1, bb1 = cpu_seconds(prober.pid), cpu_seconds(blackbox.pid) if blackbox else 0.0
+            elapsed, snap1 = time.monotonic() - started, theirs.snap() if theirs else None
             last = http_get(prober.url + "/metrics")[0]
     finally:
         prober.stop()
     runs = promtext.total(last, "outage_probe_runs_total") - promtext.total(first, "outage_probe_runs_total")
     failures = (promtext.total(last, "outage_probe_failures_total")
                 - promtext.total(first, "outage_probe_failures_total"))
-    ours = CpuSample(protocol, "scheduled", rnd, cpu1 - cpu0, int(runs), int(failures), elapsed, window=window)
-    return ours, _driven_sample(protocol, "blackbox", rnd, window, bb1 - bb0, snap0, snap1, elapsed)
+    out = [CpuSample(protocol, "scheduled", rnd, cpu1 - cpu0, int(runs), int(failures), elapsed, window=window)]
+    if snap0 is not None and snap1 is not None:
+        out.append(_driven_sample(protocol, "blackbox", rnd, window, bb1 - bb0, snap0, snap1, elapsed))
+    return out
 
 
-def _probe(ctx: Context, settings: CpuSettings, protocol: str, rnd: int, window: int, ours: Prober,
-           blackbox: Prober) -> tuple[CpuSample, CpuSample]:
-    """Our /probe and blackbox_exporter's /probe, each with its own load driver, in the same window."""
-    with (_driver(ctx, _probe_url(ctx, ours, protocol), settings.rate, f"driver-probe-{protocol}-{rnd}") as mine,
-          _driver(ctx, _probe_url(ctx, blackbox, protocol), settings.rate,
-                  f"driver-blackbox-{protocol}-{rnd}-{window}") as theirs):
+def probe_window(ctx: Context, settings: CpuSettings, protocol: str, rnd: int, window: int,
+                 probers: dict[str, Prober]) -> list[CpuSample]:
+    """The /probe of each of ``probers`` (mode -> prober: "probe" is ours, "blackbox" theirs), each with its
+    own load driver, all in the same window."""
+    with ExitStack() as stack:
+        drivers = {mode: stack.enter_context(_driver(ctx, probe_url(ctx, prober, protocol), settings.rate,
+                                                     f"driver-{mode}-{protocol}-{rnd}-{window}"))
+                   for mode, prober in probers.items()}
         time.sleep(settings.warmup)
-        before = _endpoint_requests(ours)
-        mine0, theirs0 = mine.snap(), theirs.snap()
-        cpu0, bb0 = cpu_seconds(ours.pid), cpu_seconds(blackbox.pid)
+        ours = probers.get("probe")
+        before = _endpoint_requests(ours) if ours is not None else None
+        snap0 = {mode: d.snap() for mode, d in drivers.items()}
+        cpu0 = {mode: cpu_seconds(p.pid) for mode, p in probers.items()}
         started = time.monotonic()
         time.sleep(settings.window)
-        cpu1, bb1 = cpu_seconds(ours.pid), cpu_seconds(blackbox.pid)
+        cpu1 = {mode: cpu_seconds(p.pid) for mode, p in probers.items()}
         elapsed = time.monotonic() - started
-        mine1, theirs1 = mine.snap(), theirs.snap()
-        after = _endpoint_requests(ours)
-    sample = _driven_sample(protocol, "probe", rnd, window, cpu1 - cpu0, mine0, mine1, elapsed,
-                            cross=int(after - before))
-    return sample, _driven_sample(protocol, "blackbox", rnd, window, bb1 - bb0, theirs0, theirs1, elapsed)
+        snap1 = {mode: d.snap() for mode, d in drivers.items()}
+        after = _endpoint_requests(ours) if ours is not None else None
+    cross = int(after - before) if before is not None and after is not None else None
+    return [_driven_sample(protocol, mode, rnd, window, cpu1[mode] - cpu0[mode], snap0[mode], snap1[mode], elapsed,
+                           cross=cross if mode == "probe" else None) for mode in probers]
 
 
 def _driven_sample(protocol: str, mode: str, rnd: int, window: int, cpu_s: float, snap0: dict, snap1: dict,
@@ -201,7 +210,7 @@ def _driven_sample(protocol: str, mode: str, rnd: int, window: int, cpu_s: float
     return CpuSample(protocol, mode, rnd, cpu_s, done, failed, elapsed, cross, window)
 
 
-def _probe_url(ctx: Context, prober: Prober, protocol: str) -> str:
+def probe_url(ctx: Context, prober: Prober, protocol: str) -> str:
     target = ctx.targets.http_url if protocol == "http" else ctx.targets.dns_server
     return f"{prober.url}/probe?" + urllib.parse.urlencode({"module": MODULE_FOR[protocol], "target": target})
 

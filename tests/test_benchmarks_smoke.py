@@ -102,6 +102,23 @@ def test_cpu_ratios_within_the_stored_baseline(tiny_run: tuple[str, dict]) -> No
     assert not regressed, f"CPU per probe regressed against benchmarks/baseline.json: {regressed}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["scheduled", "probe"])
+def test_side_by_side_check_prints_alone_and_together(mode: str) -> None:
+    """``benchmarks.sidebyside`` measures each prober alone and both in one window, and says so per round."""
+    require_binary("nginx", "/usr/sbin/nginx", package="nginx")
+    require_binary("prometheus-blackbox-exporter", "blackbox_exporter", package="prometheus-blackbox-exporter")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.sidebyside", "--mode", mode, "--rounds", "1",
+                           "--window", "2", "--warmup", "1"], cwd=REPO, capture_output=True, text=True,
+                          timeout=180, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"http ours, {mode}: CPU-ms per 1,000 probes at 200/s" in done.stdout
+    ours_alone, bb_alone, ratio_alone, ours_both, bb_both, ratio_both = row(done.stdout, r"median\s")
+    assert min(ours_alone, bb_alone, ours_both, bb_both) > 0
+    assert ratio_alone == pytest.approx(ours_alone / bb_alone, rel=0.02, abs=0.01)
+    assert ratio_both == pytest.approx(ours_both / bb_both, rel=0.02, abs=0.01)
+
+
 def test_baseline_flags_a_doubled_cost() -> None:
     stored = {"margin": 2.0, "ratios_vs_blackbox": {"http": {"scheduled": 0.4, "probe": 0.8}}}
     within = baseline.compare({"http": {"scheduled": 0.79, "probe": 0.9}}, stored)
