@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from exporter.probers import result as r
@@ -40,3 +41,14 @@ def test_a_snapshot_finds_its_cells_and_services_by_name() -> None:
                     incidents=())
     assert snap.cell("shop", "eu-west") is cell
     assert snap.cell("shop", "us-east") is None and snap.service("shop") is None
+
+
+def test_a_remembered_cell_keeps_every_field_but_since_and_history() -> None:
+    cell = CellStatus(service="shop", provider="acme", region="eu-west", control=False, state=DOWN,
+                      signals=("any",), counted=("any", "http_5xx"), reasons=("HTTP 503",), causes=("http",),
+                      since=NOW, checks=(), history=((NOW - 30, UP),))
+    history = ((NOW - 30, UP), (NOW, DOWN))
+    shown = cell.remembered(NOW - 90, history)
+    assert shown == dataclasses.replace(cell, since=NOW - 90, history=history)
+    unchanged = [f.name for f in dataclasses.fields(CellStatus) if f.name not in ("since", "history")]
+    assert all(getattr(shown, name) is getattr(cell, name) for name in unchanged)
