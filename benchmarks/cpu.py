@@ -7,11 +7,11 @@ instants. Probes are counted, never assumed: scheduled mode by the change in the
 ``outage_probe_runs_total``; /probe by the responses its load driver received (for our exporter also
 cross-checked against ``outage_exporter_probe_endpoint_requests_total``).
 
-Why side by side: on a shared machine, neighbours slow a CPU down by 1.5x for seconds at a time. Measured
-one after the other, a burst that hits one process's window and not the other's moved a round's ratio by
-up to half; measured in the same window, both see the same burst and the ratio holds. Running both at once
-on one CPU did not move either figure beyond the round-to-round spread (docs/performance.md, "Measured side
-by side").
+Why side by side: on a shared virtual machine the same work does not always cost the same CPU time.
+Measured one after the other, a slow moment in one prober's window and not the other's moved a round's
+ratio by a quarter or more; measured in the same window, both see it and the rounds agree. What running
+both at once costs each of them is measured by ``python -m benchmarks.sidebyside`` (docs/performance.md,
+"Measured side by side").
 
 Scheduled mode is scraped once per interval inside the window, as Prometheus would scrape it with
 ``scrape_interval`` equal to the check interval: every probe result is exported once, just as every
@@ -125,12 +125,13 @@ def run_cpu(ctx: Context, settings: CpuSettings, log=print) -> CpuResult:
                     else:
                         pair = probe_window(ctx, settings, protocol, rnd, window,
                                             {"probe": ours_probe, "blackbox": blackbox})
-                    for sample in pair:
+                    for sample in pair.values():
                         log(f"  cpu round {rnd + 1}/{settings.rounds} {protocol:4} {MODE_TITLES[sample.mode]:26} "
                             f"{sample.ms_per_1k:8.1f} CPU-ms/1k probes  ({sample.probes} probes, "
                             f"{sample.probes_per_second:.0f}/s, {sample.failed} failed)")
-                    log(f"  {'':13} {protocol:4} {'ratio':26} {pair[0].ms_per_1k / pair[1].ms_per_1k:8.2f}x")
-                    samples += pair
+                    ratio = pair[mode].ms_per_1k / pair["blackbox"].ms_per_1k
+                    log(f"  {'':13} {protocol:4} {'ratio':26} {ratio:8.2f}x")
+                    samples += pair.values()
                     window += 1
     finally:
         ours_probe.stop()
@@ -141,9 +142,9 @@ def run_cpu(ctx: Context, settings: CpuSettings, log=print) -> CpuResult:
 
 
 def scheduled_window(ctx: Context, settings: CpuSettings, protocol: str, rnd: int, window: int,
-                     blackbox: Prober | None) -> list[CpuSample]:
+                     blackbox: Prober | None) -> dict[str, CpuSample]:
     """Our scheduled mode, and blackbox_exporter's /probe at the same rate in the same window (unless
-    ``blackbox`` is None: then ours alone)."""
+    ``blackbox`` is None: then ours alone); the samples by mode."""
     checks = max(1, round(settings.rate * settings.interval))
     workdir = ctx.subdir(f"cpu/scheduled-{protocol}-{rnd}-{window}")
     services = probe_rate_services(protocol, checks, http_url=ctx.targets.http_url,
@@ -173,16 +174,17 @@ def scheduled_window(ctx: Context, settings: CpuSettings, protocol: str, rnd: in
     runs = promtext.total(last, "outage_probe_runs_total") - promtext.total(first, "outage_probe_runs_total")
     failures = (promtext.total(last, "outage_probe_failures_total")
                 - promtext.total(first, "outage_probe_failures_total"))
-    out = [CpuSample(protocol, "scheduled", rnd, cpu1 - cpu0, int(runs), int(failures), elapsed, window=window)]
+    out = {"scheduled": CpuSample(protocol, "scheduled", rnd, cpu1 - cpu0, int(runs), int(failures), elapsed,
+                                  window=window)}
     if snap0 is not None and snap1 is not None:
-        out.append(_driven_sample(protocol, "blackbox", rnd, window, bb1 - bb0, snap0, snap1, elapsed))
+        out["blackbox"] = _driven_sample(protocol, "blackbox", rnd, window, bb1 - bb0, snap0, snap1, elapsed)
     return out
 
 
 def probe_window(ctx: Context, settings: CpuSettings, protocol: str, rnd: int, window: int,
-                 probers: dict[str, Prober]) -> list[CpuSample]:
+                 probers: dict[str, Prober]) -> dict[str, CpuSample]:
     """The /probe of each of ``probers`` (mode -> prober: "probe" is ours, "blackbox" theirs), each with its
-    own load driver, all in the same window."""
+    own load driver, all in the same window; the samples by mode."""
     with ExitStack() as stack:
         drivers = {mode: stack.enter_context(_driver(ctx, probe_url(ctx, prober, protocol), settings.rate,
                                                      f"driver-{mode}-{protocol}-{rnd}-{window}"))
@@ -199,8 +201,8 @@ def probe_window(ctx: Context, settings: CpuSettings, protocol: str, rnd: int, w
         snap1 = {mode: d.snap() for mode, d in drivers.items()}
         after = _endpoint_requests(ours) if ours is not None else None
     cross = int(after - before) if before is not None and after is not None else None
-    return [_driven_sample(protocol, mode, rnd, window, cpu1[mode] - cpu0[mode], snap0[mode], snap1[mode], elapsed,
-                           cross=cross if mode == "probe" else None) for mode in probers]
+    return {mode: _driven_sample(protocol, mode, rnd, window, cpu1[mode] - cpu0[mode], snap0[mode], snap1[mode],
+                                 elapsed, cross=cross if mode == "probe" else None) for mode in probers}
 
 
 def _driven_sample(protocol: str, mode: str, rnd: int, window: int, cpu_s: float, snap0: dict, snap1: dict,

@@ -15,7 +15,7 @@ import shutil
 import statistics
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,15 +31,14 @@ def _round(ctx: Context, settings: CpuSettings, protocol: str, mode: str, rnd: i
            ) -> tuple[float, float, float, float]:
     """(blackbox alone, ours alone, blackbox together, ours together) in CPU-ms per 1,000 probes."""
     window = 3 * rnd
-    bb_alone = probe_window(ctx, settings, protocol, rnd, window, {"blackbox": probers["blackbox"]})[0]
+    bb_alone = probe_window(ctx, settings, protocol, rnd, window, {"blackbox": probers["blackbox"]})["blackbox"]
     if mode == "scheduled":
-        ours_alone = scheduled_window(ctx, settings, protocol, rnd, window + 1, None)[0]
+        ours_alone = scheduled_window(ctx, settings, protocol, rnd, window + 1, None)[mode]
         both = scheduled_window(ctx, settings, protocol, rnd, window + 2, probers["blackbox"])
     else:
-        ours_alone = probe_window(ctx, settings, protocol, rnd, window + 1, {"probe": probers["probe"]})[0]
+        ours_alone = probe_window(ctx, settings, protocol, rnd, window + 1, {"probe": probers["probe"]})[mode]
         both = probe_window(ctx, settings, protocol, rnd, window + 2, probers)
-    by_mode = {s.mode: s for s in both}
-    ours_both, bb_both = by_mode[mode], by_mode["blackbox"]
+    ours_both, bb_both = both[mode], both["blackbox"]
     _check(bb_alone, ours_alone, ours_both, bb_both)
     return bb_alone.ms_per_1k, ours_alone.ms_per_1k, bb_both.ms_per_1k, ours_both.ms_per_1k
 
@@ -54,10 +53,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.sidebyside", description=__doc__.splitlines()[0])
     p.add_argument("--protocol", choices=("http", "dns"), default="http")
     p.add_argument("--mode", choices=("scheduled", "probe"), default="scheduled")
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--window", type=float, default=20.0, help="seconds measured per window")
-    p.add_argument("--warmup", type=float, default=5.0, help="seconds from start to the window")
+    p.add_argument("--rounds", type=_at_least(1, int), default=4)
+    p.add_argument("--window", type=_at_least(1, float), default=20.0, help="seconds measured per window (>= 1)")
+    p.add_argument("--warmup", type=_at_least(0, float), default=5.0, help="seconds from start to the window")
     ns = p.parse_args(argv)
+    try:
+        return _run(ns)
+    except RuntimeError as exc:  # a process did not start, a target died or probes failed
+        print(f"\nside-by-side check failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def _at_least(low: float, kind: type) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text}")
+        return value
+
+    return parse
+
+
+def _run(ns: argparse.Namespace) -> int:
     settings = replace(CpuSettings(), window=ns.window, warmup=ns.warmup, protocols=(ns.protocol,))
     workdir = Path(tempfile.mkdtemp(prefix="outage-sidebyside-"))
     cores = Cores.plan()

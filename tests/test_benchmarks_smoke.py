@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import baseline, cpu, promtext
+from benchmarks import baseline, cpu, promtext, sidebyside
 from benchmarks.procs import cpu_seconds
 from tests.helpers.binaries import require_binary
 
@@ -117,6 +117,18 @@ def test_side_by_side_check_prints_alone_and_together(mode: str) -> None:
     assert min(ours_alone, bb_alone, ours_both, bb_both) > 0
     assert ratio_alone == pytest.approx(ours_alone / bb_alone, rel=0.02, abs=0.01)
     assert ratio_both == pytest.approx(ours_both / bb_both, rel=0.02, abs=0.01)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
+    (["--window", "0.5"], "argument --window: must be at least 1, got 0.5"),
+    (["--warmup", "soon"], "argument --warmup: expected a number, got 'soon'"),
+])
+def test_side_by_side_check_rejects_nonsense_options(args: list[str], message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        sidebyside.main(args)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_baseline_flags_a_doubled_cost() -> None:
